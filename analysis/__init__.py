@@ -1,0 +1,1 @@
+"""Analysis of stored results: Δπ vs quality, win rates, curves, paper-style figures and tables."""

@@ -1,0 +1,1 @@
+"""Benchmarks that take checkpoints: MT-Bench / Vicuna-Bench (answers + judge) and the Open LLM Leaderboard."""

@@ -1,0 +1,1 @@
+"""Judging answers: FastChat's prompts and verdict rules, behind one chat-backend interface."""

@@ -1,0 +1,5 @@
+import sys
+
+from srdpo_eval.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Compact trainer for SFT, DPO, IPO, Sr-DPO and Sr-IPO on any Hugging Face causal LM."""
