@@ -14,7 +14,8 @@ import sys
 # Stage modules that contribute sub-commands, in the order data flows.
 STAGE_MODULES = (
     "trainer.cli",  # train
-    "benchmarks.cli",  # data, answers, judge
+    "benchmarks.cli",  # data, answers
+    "benchmarks.judge_cli",  # judge
     "benchmarks.leaderboard_cli",  # leaderboard
     "analysis.cli",  # delta, figures
     "srdpo_eval.reproduce_cli",  # reproduce

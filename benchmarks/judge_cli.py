@@ -1,0 +1,5 @@
+"""Sub-commands of this stage (being built)."""
+
+
+def register(subparsers) -> None:
+    pass
