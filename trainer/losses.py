@@ -82,6 +82,10 @@ def preference_loss(
         raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
+    # Sequence log-probs are sums of hundreds of terms: in bf16 they lose whole nats, so the
+    # objective is always evaluated in (at least) fp32.
+    up = lambda x: None if x is None else (x.float() if x.dtype in (torch.bfloat16, torch.float16) else x)
+    pc, pr, rc, rr, pc_p, pr_p, rc_p, rr_p = map(up, (pc, pr, rc, rr, pc_p, pr_p, rc_p, rr_p))
     m = margin(pc, pr, rc, rr)
     delta = None
     if objective.startswith("sr-"):
