@@ -49,6 +49,9 @@ class TrainSection:
     seed: int = 0
     dtype: str = "auto"
     gradient_checkpointing: bool = False
+    # None: train in this process. Else a command prefix that runs `srdpo-eval train` on several GPUs,
+    # e.g. "accelerate launch --multi_gpu --num_processes 8" (add --config_file for FSDP/DeepSpeed).
+    launcher: str | None = None
 
 
 @dataclass
