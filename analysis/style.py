@@ -1,0 +1,92 @@
+"""One look for every figure: fonts, sizes, and one colour per objective kept across all figures.
+
+Figures are made with the object API on the Agg backend (no display, no global pyplot state) and saved
+at a fixed size (no tight bounding box), so a figure of ``size`` inches at ``DPI`` is always
+``size × DPI`` pixels — the tests check that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+DPI = 150
+SINGLE = (6.4, 4.0)  # one panel
+WIDE = (11.0, 4.0)  # a row of panels
+GRID = (11.0, 7.5)  # 2 × 2 or 2 × 3 panels
+
+# Colour-blind-safe (Okabe–Ito); the base/SFT start is grey so the objectives stand out.
+COLORS = {
+    "dpo": "#0072B2",
+    "sr-dpo": "#D55E00",
+    "ipo": "#009E73",
+    "sr-ipo": "#CC79A7",
+    "sft": "#7F7F7F",
+    "base": "#000000",
+}
+LABELS = {"dpo": "DPO", "sr-dpo": "Sr-DPO", "ipo": "IPO", "sr-ipo": "Sr-IPO", "sft": "SFT", "base": "Base"}
+OBJECTIVE_ORDER = ("sft", "dpo", "sr-dpo", "ipo", "sr-ipo", "base")
+OUTCOME_COLORS = {"win": "#1B9E77", "tie": "#BDBDBD", "loss": "#D95F02"}
+
+RC = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8.5,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.6,
+    "pdf.fonttype": 42,  # embed TrueType: text stays editable/searchable in the PDF
+}
+
+
+def color(objective: str) -> str:
+    """The objective's colour (unknown objectives get black)."""
+    return COLORS.get(objective, "#000000")
+
+
+def label(objective: str) -> str:
+    """The objective's display name, e.g. 'Sr-DPO'."""
+    return LABELS.get(objective, objective)
+
+
+def new_figure(size: tuple[float, float] = SINGLE, nrows: int = 1, ncols: int = 1, **kw):
+    """A figure in the project style and its axes array (always 2-D), without pyplot's global state."""
+    import matplotlib
+
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def styled(fn):
+    """Decorator: build the figure inside the project's rc context (fonts, grid, spines)."""
+    import functools
+
+    import matplotlib
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Write ``name``.png and ``name``.pdf under ``out_dir``; return both paths."""
+    import matplotlib
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    with matplotlib.rc_context(RC):
+        for p in paths:
+            fig.savefig(p, dpi=DPI)
+    return paths
