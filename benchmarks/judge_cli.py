@@ -1,5 +1,141 @@
-"""Sub-commands of this stage (being built)."""
+"""`srdpo-eval judge`: judge a run directory's answers (no regeneration) and print the result tables."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from srdpo_eval.run_dir import BENCHES, RunDir, safe_name
 
 
 def register(subparsers) -> None:
-    pass
+    p = subparsers.add_parser(
+        "judge", help="judge MT-Bench / Vicuna-Bench answers with GPT-4 or any OpenAI-compatible model",
+        description="Judge existing answers (FastChat llm_judge rules), resumable and cached; print and save "
+                    "the result tables under RUN_DIR/tables/. The API key is read from the environment only.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--judge-model", required=True, help="judge model name (e.g. gpt-4), or a local checkpoint")
+    p.add_argument("--judge-backend", choices=("openai", "local"), default="openai")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--bench", choices=(*BENCHES, "all"), default="all",
+                   help="'all': every benchmark with answer files in RUN_DIR")
+    p.add_argument("--mode", choices=("single", "pairwise"), default="single")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="single: models to grade (default: all answer files); pairwise: A B judges A vs B "
+                        "(more than two: every pair)")
+    p.add_argument("--baseline", default=None, help="pairwise: judge each of --models against this model")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-retries", type=int, default=8)
+    p.add_argument("--data-dir", default=None, help="FastChat llm_judge data folder")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write RUN_DIR/judge_cache.sqlite")
+    p.add_argument("--dry-run", action="store_true", help="count calls, cache hits, tokens and cost; call nothing")
+    p.add_argument("--price-in", type=float, default=None, help="USD per 1M prompt tokens (dry-run estimate)")
+    p.add_argument("--price-out", type=float, default=None, help="USD per 1M completion tokens (dry-run estimate)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_judge)
+
+
+def _backend(args):
+    if args.judge_backend == "local":
+        from benchmarks.judge.local import LocalJudge
+
+        return LocalJudge(args.judge_model)
+    from benchmarks.judge.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(args.judge_model, base_url=args.base_url, api_key_env=args.api_key_env,
+                         timeout=args.timeout, max_retries=args.max_retries)
+
+
+def _pairs(args, available: list[str]) -> list[tuple[str, str]]:
+    if args.baseline:
+        models = args.models or [m for m in available if m != safe_name(args.baseline)]
+        return [(m, args.baseline) for m in models if m != args.baseline]
+    models = args.models or []
+    if len(models) < 2:
+        raise SystemExit("judge --mode pairwise: give --models A B (A vs B) or --baseline NAME")
+    return list(itertools.combinations(models, 2))
+
+
+def _benches(args) -> list[str]:
+    from benchmarks.judge.run import list_answer_models
+
+    if args.bench != "all":
+        return [args.bench]
+    found = [b for b in BENCHES if list_answer_models(args.run_dir, b)]
+    if not found:
+        raise SystemExit(f"judge: no answer files under {args.run_dir}/<bench>/model_answer/")
+    return found
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    """Judge every selected benchmark in one event loop, then print and save the tables."""
+    import asyncio
+
+    from benchmarks.judge.run import JudgeRunError, judge_async, list_answer_models
+
+    backend = _backend(args)
+    benches = _benches(args)
+    jobs = []
+    for bench in benches:
+        kw = dict(data_dir=args.data_dir, concurrency=args.concurrency, cache=not args.no_cache,
+                  dry_run=args.dry_run, progress=not args.no_progress, price_in=args.price_in,
+                  price_out=args.price_out)
+        if args.mode == "single":
+            kw["models"] = args.models
+        else:
+            kw["pairs"] = _pairs(args, list_answer_models(args.run_dir, bench))
+        jobs.append((bench, kw))
+
+    async def main() -> list:
+        results = []
+        try:
+            for bench, kw in jobs:
+                try:
+                    results.append((bench, kw, await judge_async(args.run_dir, bench, backend, mode=args.mode, **kw)))
+                except JudgeRunError as e:
+                    results.append((bench, kw, e))
+        finally:
+            if hasattr(backend, "aclose"):
+                await backend.aclose()
+        return results
+
+    status = 0
+    for bench, kw, result in asyncio.run(main()):
+        print(f"\n== {bench} ({args.mode}, judge {backend.model})")
+        if isinstance(result, JudgeRunError):
+            print(result.summary.describe())
+            print(f"error: {result}", file=sys.stderr)
+            status = 1
+            continue
+        print(result.describe())
+        if not args.dry_run:
+            _tables(args.run_dir, bench, args.mode, backend.model, kw, result.path)
+    return status
+
+
+def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
+    from benchmarks import results as R
+
+    tables = RunDir(run_dir).tables
+    tables.mkdir(parents=True, exist_ok=True)
+    stem = f"{bench}_{mode}_{safe_name(judge)}"
+    if mode == "single":
+        df = R.load_single_judgments(path)
+        if kw.get("models"):
+            df = df[df["model"].isin(kw["models"])]
+        scores = R.mt_bench_scores(df, judge=judge)
+        scores.to_csv(tables / f"{stem}.csv")
+        print(R.format_table(scores))
+        if bench == "mt_bench":
+            cats = R.mt_bench_category_scores(df, data_dir=kw["data_dir"], judge=judge)
+            cats.to_csv(tables / f"{stem}_categories.csv")
+            print(R.format_table(cats))
+    else:
+        table = R.pairwise_table(R.load_pair_judgments(path), kw["pairs"], judge=judge)
+        table.to_csv(tables / f"{stem}.csv", index=False)
+        cols = ["comparison", "win", "tie", "lose", "n", "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high",
+                "n_errors"]
+        print(R.format_table(table[cols].set_index("comparison")))

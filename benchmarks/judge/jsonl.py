@@ -1,0 +1,81 @@
+"""JSON-lines files written one record at a time, and read back with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+
+def read_jsonl(path: str | Path, *, repair_tail: bool = False) -> list[dict]:
+    """All records of ``path`` ([] if it does not exist); see :func:`read_jsonl_lines`."""
+    return [record for _, record in read_jsonl_lines(path, repair_tail=repair_tail)]
+
+
+def read_jsonl_lines(path: str | Path, *, repair_tail: bool = False) -> list[tuple[int, dict]]:
+    """(line number, record) for every record of ``path``; a bad line fails naming file and line.
+
+    With ``repair_tail``, a last line cut off by a killed writer (no newline, not valid JSON) is removed
+    from the file (and logged), so that an appending rerun rewrites that record instead of failing.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if repair_tail and lines and lines[-1].strip():
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            cut = len(text) - len(lines[-1])
+            log.warning("%s: dropping an incomplete last line %d (a run was cut off while writing)", path, len(lines))
+            with open(path, "r+b") as f:
+                f.truncate(len(text[:cut].encode("utf-8")))
+            lines = lines[:-1]
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {i}: invalid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {i}: expected a JSON object")
+        records.append((i, record))
+    return records
+
+
+def require(record: dict, fields: tuple[str, ...], path: str | Path, line: int) -> None:
+    """Fail naming file, line and the first missing field."""
+    for name in fields:
+        if name not in record:
+            raise ValueError(f"{path}: line {line}: missing field {name!r}")
+
+
+class JsonlAppender:
+    """Append records to a JSONL file, each flushed as soon as it is written (a crash loses none)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] = open(self.path, "a", encoding="utf-8")
+        if self._f.tell() > 0 and not self.path.read_bytes().endswith(b"\n"):
+            self._f.write("\n")  # never glue a new record onto a previous last line
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

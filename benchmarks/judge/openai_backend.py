@@ -1,0 +1,120 @@
+"""A ChatBackend on any OpenAI-compatible server (OpenAI, Azure-style proxies, vLLM, a test fake).
+
+One retry policy (tenacity; the openai client's own retries are off): exponential backoff with jitter
+on 429 (waiting what Retry-After asks, when it says), 5xx, timeouts and connection errors; any other
+4xx is a mistake in the request or the key and fails at once. The API key is read from the environment
+and handed to the client only: it is never logged, printed or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import time
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+log = logging.getLogger(__name__)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """429, 5xx, timeouts and dropped connections are worth another try; other errors are not."""
+    if isinstance(exc, (openai.RateLimitError, openai.APIConnectionError)):  # timeouts subclass connection
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The wait a 429 asks for (``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(exc, openai.RateLimitError) or response is None:
+        return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        if "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+class _RetryAfterOrBackoff:
+    """tenacity wait: the server's Retry-After when it gives one (capped), else jittered exponential."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.backoff = wait_random_exponential(multiplier=initial, max=maximum)
+        self.maximum = maximum
+
+    def __call__(self, retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = retry_after_seconds(exc) if exc else None
+        return min(asked, self.maximum) if asked is not None else self.backoff(retry_state)
+
+
+class OpenAIBackend:
+    """``ChatBackend`` on ``openai.AsyncOpenAI``; ``base_url`` defaults to ``$OPENAI_BASE_URL`` or OpenAI."""
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 timeout: float = 120.0, max_retries: int = 8, backoff_initial: float = 1.0,
+                 backoff_max: float = 60.0):
+        self.model = model
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            if base_url is None:
+                raise RuntimeError(f"judge: set the API key in the environment variable {api_key_env}")
+            api_key = "EMPTY"  # local OpenAI-compatible servers usually need no key
+        self.base_url = base_url
+        self.max_retries = max_retries
+        self._wait = _RetryAfterOrBackoff(backoff_initial, backoff_max)
+        # the client's connection pool belongs to one event loop: one client per loop (asyncio.run each)
+        self._make_client = lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
+                                                       max_retries=0)
+        self._clients: dict[int, openai.AsyncOpenAI] = {}
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        if id(loop) not in self._clients:
+            self._clients = {id(loop): self._make_client()}  # drop clients of finished loops
+        return self._clients[id(loop)]
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+    async def chat(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str:
+        """One chat completion, retried on transient failures; returns the reply text."""
+        retrying = AsyncRetrying(retry=retry_if_exception(is_retryable), stop=stop_after_attempt(self.max_retries + 1),
+                                 wait=self._wait, reraise=True, before_sleep=self._log_retry)
+        async for attempt in retrying:
+            with attempt:
+                response = await self._client().chat.completions.create(
+                    model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=1)
+                content = response.choices[0].message.content if response.choices else None
+                if content is None:
+                    raise ValueError(f"judge {self.model}: reply without text content")
+                return content
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _log_retry(retry_state) -> None:
+        exc = retry_state.outcome.exception()
+        # the exception's class and status only: its message may echo request details
+        status = getattr(exc, "status_code", "")
+        log.warning("judge call failed (%s %s), retry %d in %.2fs", type(exc).__name__, status,
+                    retry_state.attempt_number, retry_state.upcoming_sleep)
+
+    async def aclose(self) -> None:
+        """Close the current event loop's client."""
+        client = self._clients.pop(id(asyncio.get_running_loop()), None)
+        if client is not None:
+            await client.close()

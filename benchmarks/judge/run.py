@@ -1,0 +1,360 @@
+"""Judging a run directory's answers: FastChat's matches, played concurrently, written as they arrive.
+
+A *match* is one judgment record: single grading of one (question, turn, model) with one call, or a
+pairwise comparison of one (question, turn, model_1, model_2) with two calls (game 1: model_1 is
+assistant A; game 2: model_2 is A). Records go to ``RunDir.judgments(bench, judge, mode)`` in FastChat's
+formats, one flushed line each. A rerun reads that file first and only plays the matches it lacks; the
+reply cache spares even the calls of matches that were cut off halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from benchmarks.judge import prompts as P
+from benchmarks.judge.backend import ChatBackend
+from benchmarks.judge.cache import JudgeCache, request_key
+from benchmarks.judge.estimate import CostEstimate, estimate
+from benchmarks.judge.jsonl import JsonlAppender, read_jsonl_lines, require
+from srdpo_eval.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+SINGLE_FIELDS = ("question_id", "model", "turn")
+PAIR_FIELDS = ("question_id", "model_1", "model_2", "turn")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to the judge: the rendered prompt and its cache key."""
+
+    messages: list[dict[str, str]]
+    key: str
+
+    @property
+    def user_prompt(self) -> str:
+        return self.messages[-1]["content"]
+
+
+@dataclass(frozen=True)
+class SingleMatch:
+    question_id: int
+    model: str
+    turn: int
+    prompt: str  # FastChat judge prompt name
+    calls: tuple[Call]
+
+    @property
+    def key(self) -> tuple:
+        return (self.question_id, self.model, self.turn)
+
+    def record(self, judge_model: str, replies: list[str]) -> dict:
+        """FastChat's single-grading record (score -1 when the reply has no rating)."""
+        return {"question_id": self.question_id, "model": self.model, "judge": [judge_model, self.prompt],
+                "user_prompt": self.calls[0].user_prompt, "judgment": replies[0],
+                "score": P.parse_rating(replies[0]), "turn": self.turn, "tstamp": time.time()}
+
+
+@dataclass(frozen=True)
+class PairMatch:
+    question_id: int
+    model_1: str
+    model_2: str
+    turn: int
+    prompt: str
+    calls: tuple[Call, Call]  # game 1 (model_1 is A), game 2 (model_2 is A)
+
+    @property
+    def key(self) -> tuple:
+        return pair_key(self.question_id, self.model_1, self.model_2, self.turn)
+
+    def record(self, judge_model: str, replies: list[str]) -> dict:
+        """FastChat's pairwise record: both games' winners named model_1 / model_2 / tie / error."""
+        g1 = {"A": "model_1", "B": "model_2"}.get(w := P.parse_winner(replies[0]), w)
+        g2 = {"A": "model_2", "B": "model_1"}.get(w := P.parse_winner(replies[1]), w)
+        return {"question_id": self.question_id, "model_1": self.model_1, "model_2": self.model_2,
+                "g1_winner": g1, "g2_winner": g2, "judge": [judge_model, self.prompt],
+                "g1_user_prompt": self.calls[0].user_prompt, "g1_judgment": replies[0],
+                "g2_user_prompt": self.calls[1].user_prompt, "g2_judgment": replies[1],
+                "turn": self.turn, "tstamp": time.time()}
+
+
+Match = SingleMatch | PairMatch
+
+
+def pair_key(question_id: int, model_1: str, model_2: str, turn: int) -> tuple:
+    # A vs B and B vs A are the same comparison: both orders are played inside each record
+    return (question_id, *sorted((model_1, model_2)), turn)
+
+
+@dataclass
+class JudgeSummary:
+    """What a judge run did (or, for a dry run, would do)."""
+
+    path: Path
+    mode: str
+    matches: int  # judgment records the run needs in total
+    already_done: int  # of those, already in the judgment file
+    calls_needed: int  # calls of the missing records
+    calls_cached: int  # of those, answered from the reply cache
+    calls_made: int = 0  # requests sent to the backend (0 in a dry run)
+    written: int = 0
+    parse_errors: int = 0  # records written with score -1 / winner "error" (raw text kept)
+    failed: list[str] = field(default_factory=list)  # matches that failed after retries (not written)
+    estimate: CostEstimate | None = None  # dry run only
+
+    def describe(self) -> str:
+        lines = [f"judgments: {self.path}",
+                 f"  records needed {self.matches}, already in file {self.already_done}, "
+                 f"missing {self.matches - self.already_done}",
+                 f"  calls for the missing records {self.calls_needed}, cached {self.calls_cached}, "
+                 f"to request {self.calls_needed - self.calls_cached}"]
+        if self.estimate is not None:
+            e = self.estimate
+            cost = "unknown price (give --price-in/--price-out)" if e.cost_usd is None else f"${e.cost_usd:.2f}"
+            lines.append(f"  estimate: {e.prompt_tokens} prompt + {e.completion_tokens} completion tokens "
+                         f"({e.token_method}), cost {cost}")
+        else:
+            lines.append(f"  requested {self.calls_made}, written {self.written}, "
+                         f"parse errors {self.parse_errors}, failed {len(self.failed)}")
+        return "\n".join(lines)
+
+
+class JudgeRunError(RuntimeError):
+    """Some matches failed after all retries; everything else was written and a rerun retries them."""
+
+    def __init__(self, summary: JudgeSummary):
+        self.summary = summary
+        super().__init__(f"{len(summary.failed)} of {summary.matches - summary.already_done} judgments failed "
+                         f"(first: {summary.failed[0]}); the {summary.written} others are written to "
+                         f"{summary.path}; rerun to retry the failed ones")
+
+
+# ----------------------------------------------------------------------------------------------- matches
+
+def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir) -> tuple[list, dict, dict[str, dict]]:
+    from benchmarks.fastchat_data import load_answers, load_judge_prompts, load_questions, resolve_data_dir
+
+    data = resolve_data_dir(data_dir, bench)
+    questions = load_questions(data, bench)
+    judge_prompts = load_judge_prompts(data)
+    answers = {}
+    for model in models:
+        path = RunDir(run_dir).answers(bench, model)
+        if not path.exists():
+            raise FileNotFoundError(f"judge: no answers for model {model!r} on {bench}: {path} is missing")
+        answers[model] = load_answers(path)
+    return questions, judge_prompts, answers
+
+
+def _answer_turns(answers: dict[str, dict], model: str, question, n_turns: int, run_dir: Path, bench: str) -> list[str]:
+    record = answers[model].get(question.question_id)
+    where = RunDir(run_dir).answers(bench, model)
+    if record is None:
+        raise ValueError(f"{where}: no answer for question_id {question.question_id}")
+    try:
+        turns = record["choices"][0]["turns"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"{where}: question_id {question.question_id}: missing field 'choices[0].turns'") from None
+    if len(turns) < n_turns:
+        raise ValueError(f"{where}: question_id {question.question_id}: field 'turns' has {len(turns)} "
+                         f"turn(s), {n_turns} needed")
+    return turns
+
+
+def _turns_of(question) -> list[int]:
+    # FastChat judges turn 2 only for two-turn questions (MT-Bench); Vicuna-Bench has one turn
+    return [1, 2] if len(question.turns) == 2 else [1]
+
+
+def _reference(question, turn: int, data_dir) -> list[str] | None:
+    if not P.needs_reference(question.category):
+        return None
+    ref = question.reference
+    if not ref or len(ref) < turn:
+        raise ValueError(f"judge: question {question.question_id} ({question.category}) needs a reference answer "
+                         f"for turn {turn}; none in reference_answer/gpt-4.jsonl under {data_dir or 'the data dir'}")
+    return ref
+
+
+def _call(backend_model: str, judge_prompt, user_prompt: str) -> Call:
+    msgs = P.messages(judge_prompt.system_prompt, user_prompt)
+    return Call(msgs, request_key(backend_model, msgs, temperature=P.TEMPERATURE, max_tokens=P.MAX_TOKENS,
+                                  prompt_version=P.PROMPT_VERSION))
+
+
+def single_matches(questions, judge_prompts: dict, answers: dict[str, dict], backend_model: str, *,
+                   run_dir: Path, bench: str, data_dir=None) -> list[SingleMatch]:
+    """FastChat's single-grading matches: every model, question and turn."""
+    out = []
+    for model in answers:
+        for q in questions:
+            for turn in _turns_of(q):
+                name = P.prompt_name("single", q.category, turn)
+                jp = judge_prompts[name]
+                ans = _answer_turns(answers, model, q, turn, run_dir, bench)
+                user = P.render_single(jp.prompt_template, q.turns, ans, _reference(q, turn, data_dir), turn)
+                out.append(SingleMatch(q.question_id, model, turn, name, (_call(backend_model, jp, user),)))
+    return out
+
+
+def pair_matches(questions, judge_prompts: dict, answers: dict[str, dict], pairs: list[tuple[str, str]],
+                 backend_model: str, *, run_dir: Path, bench: str, data_dir=None) -> list[PairMatch]:
+    """FastChat's pairwise matches for each (model_1, model_2): every question and turn, both orders."""
+    out = []
+    for m1, m2 in pairs:
+        for q in questions:
+            for turn in _turns_of(q):
+                name = P.prompt_name("pairwise", q.category, turn)
+                jp = judge_prompts[name]
+                a1 = _answer_turns(answers, m1, q, turn, run_dir, bench)
+                a2 = _answer_turns(answers, m2, q, turn, run_dir, bench)
+                ref = _reference(q, turn, data_dir)
+                g1 = P.render_pair(jp.prompt_template, q.turns, a1, a2, ref, turn)
+                g2 = P.render_pair(jp.prompt_template, q.turns, a2, a1, ref, turn)
+                out.append(PairMatch(q.question_id, m1, m2, turn, name,
+                                     (_call(backend_model, jp, g1), _call(backend_model, jp, g2))))
+    return out
+
+
+def done_keys(path: Path, mode: str) -> set[tuple]:
+    """Keys of the records already in a judgment file (a cut-off last line is dropped first)."""
+    fields = SINGLE_FIELDS if mode == "single" else PAIR_FIELDS
+    keys = set()
+    for line, rec in read_jsonl_lines(path, repair_tail=True):
+        require(rec, fields, path, line)
+        keys.add((rec["question_id"], rec["model"], rec["turn"]) if mode == "single"
+                 else pair_key(rec["question_id"], rec["model_1"], rec["model_2"], rec["turn"]))
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------- playing
+
+async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, cache: JudgeCache | None,
+                concurrency: int, summary: JudgeSummary, progress: bool) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def ask(call: Call) -> str:
+        if cache is not None and (hit := cache.get(call.key)) is not None:
+            return hit
+        async with sem:
+            summary.calls_made += 1
+            text = await backend.chat(call.messages, temperature=P.TEMPERATURE, max_tokens=P.MAX_TOKENS)
+        if cache is not None:
+            cache.put(call.key, text, model=backend.model)
+        return text
+
+    async def play(match: Match, bar) -> None:
+        try:
+            replies = await asyncio.gather(*(ask(c) for c in match.calls))
+        except Exception as e:  # noqa: BLE001 - counted and re-raised as JudgeRunError after the others finish
+            log.error("judgment %s failed: %s", match.key, type(e).__name__)
+            summary.failed.append(f"{match.key}: {type(e).__name__}: {e}")
+            return
+        record = match.record(backend.model, replies)
+        out.write(record)
+        summary.written += 1
+        if record.get("score") == -1 or "error" in (record.get("g1_winner"), record.get("g2_winner")):
+            summary.parse_errors += 1
+            log.warning("judgment %s: verdict not found in the reply (recorded as an error)", match.key)
+        bar.update(1)
+
+    with tqdm(total=len(matches), desc=f"judge {summary.mode}", unit="judgment", disable=not progress) as bar:
+        await asyncio.gather(*(play(m, bar) for m in matches))
+
+
+def _open_cache(cache, run_dir: Path) -> JudgeCache | None:
+    if cache is False or cache is None:
+        return None
+    if isinstance(cache, JudgeCache):
+        return cache
+    return JudgeCache(RunDir(run_dir).root / "judge_cache.sqlite" if cache is True else cache)
+
+
+async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, models: list[str] | None = None,
+                      pairs: list[tuple[str, str]] | None = None, data_dir=None, concurrency: int = 16,
+                      cache: JudgeCache | str | Path | bool = True, dry_run: bool = False, progress: bool = True,
+                      price_in: float | None = None, price_out: float | None = None) -> JudgeSummary:
+    """Judge ``models`` (single) or ``pairs`` (pairwise) on ``bench``; see :func:`judge_single`."""
+    if mode not in ("single", "pairwise"):
+        raise ValueError(f"unknown judge mode {mode!r}: expected single or pairwise")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    run_dir = Path(run_dir)
+    if mode == "pairwise":
+        if not pairs:
+            raise ValueError("pairwise judging needs at least one (model_a, model_b) pair")
+        for a, b in pairs:
+            if a == b:
+                raise ValueError(f"pairwise judging: a model against itself ({a!r})")
+        models = list(dict.fromkeys(m for pair in pairs for m in pair))
+    elif models is None:
+        models = list_answer_models(run_dir, bench)
+    if not models:
+        raise ValueError(f"judge: no models to judge (no answer files under {RunDir(run_dir).bench(bench)})")
+
+    questions, judge_prompts, answers = _load_inputs(run_dir, bench, models, data_dir)
+    args = dict(run_dir=run_dir, bench=bench, data_dir=data_dir)
+    matches: list[Match] = (single_matches(questions, judge_prompts, answers, backend.model, **args) if mode == "single"
+                            else pair_matches(questions, judge_prompts, answers, pairs, backend.model, **args))
+    path = RunDir(run_dir).judgments(bench, backend.model, mode)
+    done = done_keys(path, mode)
+    todo = [m for m in matches if m.key not in done]
+    store = _open_cache(cache, run_dir)
+    try:
+        calls = [c for m in todo for c in m.calls]
+        cached = sum(1 for c in calls if store is not None and c.key in store)
+        summary = JudgeSummary(path, mode, len(matches), len(matches) - len(todo), len(calls), cached)
+        if dry_run:
+            missing = [c.messages for c in calls if store is None or c.key not in store]
+            summary.estimate = estimate(backend.model, missing, price_in=price_in, price_out=price_out)
+            return summary
+        with JsonlAppender(path) as out:
+            await _play(todo, backend, out, store, concurrency, summary, progress)
+    finally:
+        if store is not None and store is not cache:
+            store.close()
+    if summary.failed:
+        raise JudgeRunError(summary)
+    return summary
+
+
+def list_answer_models(run_dir, bench: str) -> list[str]:
+    """Model ids with an answer file under RUN_DIR/<bench>/model_answer (the file stem, as FastChat)."""
+    folder = RunDir(run_dir).bench(bench) / "model_answer"
+    return sorted(p.stem for p in folder.glob("*.jsonl"))
+
+
+def judge_single(run_dir, bench: str, backend: ChatBackend, *, models: list[str] | None = None, data_dir=None,
+                 concurrency: int = 16, cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
+                 progress: bool = True, **estimate_kw) -> JudgeSummary:
+    """Single-answer grading (FastChat single-v1 / single-math-v1 and multi-turn variants) of ``models``.
+
+    ``models`` defaults to every answer file in the run directory. Records go to
+    ``RunDir(run_dir).judgments(bench, backend.model, "single")`` as they arrive; records already there
+    are not requested again. ``cache``: True for RUN_DIR/judge_cache.sqlite, a path, a JudgeCache, or
+    False. ``dry_run`` counts calls, cache hits, tokens and cost, and calls nothing. Raises
+    :class:`JudgeRunError` after the run if some judgments failed after all retries.
+    """
+    return asyncio.run(judge_async(run_dir, bench, backend, mode="single", models=models, data_dir=data_dir,
+                                   concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
+                                   **estimate_kw))
+
+
+def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tuple[str, str]], data_dir=None,
+                   concurrency: int = 16, cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
+                   progress: bool = True, **estimate_kw) -> JudgeSummary:
+    """Pairwise comparison (FastChat pair-v2 / pair-math-v1 and multi-turn variants), both answer orders.
+
+    Each (model_1, model_2) is judged on every question and turn (MT-Bench 160 records, Vicuna-Bench 80);
+    a pair already judged in either order is not judged again. Otherwise as :func:`judge_single`.
+    """
+    return asyncio.run(judge_async(run_dir, bench, backend, mode="pairwise", pairs=pairs, data_dir=data_dir,
+                                   concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
+                                   **estimate_kw))
