@@ -1,5 +1,94 @@
-"""Sub-commands of this stage (being built)."""
+"""Sub-commands of the benchmark data and answer stage: ``data fetch``, ``data verify``, ``answers``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def default_model_id(checkpoint: str | Path) -> str:
+    """The checkpoint directory's name; for ``train/<run>/final`` the run's name."""
+    p = Path(checkpoint).resolve()
+    return p.parent.name if p.name == "final" else p.name
+
+
+def _print_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> None:
+    width = max(len(r[0]) for r in [header, *rows])
+    print(f"{header[0]:<{width}}  {header[1]}")
+    for a, b in rows:
+        print(f"{a:<{width}}  {b}")
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from benchmarks import fastchat_data as fd
+
+    d = fd.fetch(args.cache_dir, base_url=args.base_url)
+    status = fd.verify(d)
+    _print_table([(k, "ok" if v else "BAD") for k, v in status.items()], ("file", "sha256"))
+    print(f"data in {d}")
+    return 0 if all(status.values()) else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from benchmarks import fastchat_data as fd
+
+    if not Path(args.dir).is_dir():
+        print(f"error: {args.dir} is not a directory")
+        return 2
+    status = fd.verify(args.dir)
+    rows = [(k, "ok" if v else ("missing" if not (Path(args.dir) / k).is_file() else "MISMATCH"))
+            for k, v in status.items()]
+    _print_table(rows, ("file", "sha256"))
+    return 0 if all(status.values()) else 1
+
+
+def cmd_answers(args: argparse.Namespace) -> int:
+    from benchmarks.answers import GenerationConfig, generate_answers
+    from benchmarks.fastchat_data import load_questions, resolve_data_dir
+    from srdpo_eval.run_dir import RunDir
+
+    data_dir = resolve_data_dir(args.data_dir, args.bench)
+    questions = load_questions(data_dir, args.bench)
+    if args.limit is not None:
+        questions = questions[: args.limit]
+    model_id = args.model_id or default_model_id(args.checkpoint)
+    out = RunDir(args.output).answers(args.bench, model_id)
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
+                           seed=args.seed, conv_template=args.conv_template, backend=args.backend,
+                           trust_remote_code=args.trust_remote_code)
+    path = generate_answers(args.checkpoint, questions, out, model_id=model_id, cfg=cfg)
+    print(f"{len(questions)} {args.bench} questions answered by {model_id}: {path}")
+    return 0
 
 
 def register(subparsers) -> None:
-    pass
+    from benchmarks.fastchat_data import FASTCHAT_BASE_URL
+
+    data = subparsers.add_parser("data", help="MT-Bench / Vicuna-Bench data: fetch and verify")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = dsub.add_parser("fetch", help="download FastChat's llm_judge data (pinned commit) and check sha256")
+    f.add_argument("--cache-dir", default=None,
+                   help="where to store it (default $SRDPO_EVAL_CACHE or ~/.cache/srdpo-eval/fastchat_llm_judge)")
+    f.add_argument("--base-url", default=FASTCHAT_BASE_URL, help=argparse.SUPPRESS)
+    f.set_defaults(func=cmd_fetch)
+    v = dsub.add_parser("verify", help="check a data directory's files against the expected sha256")
+    v.add_argument("dir")
+    v.set_defaults(func=cmd_verify)
+
+    a = subparsers.add_parser("answers", help="generate MT-Bench / Vicuna-Bench answers for a checkpoint")
+    a.add_argument("checkpoint", help="Hugging Face checkpoint directory")
+    a.add_argument("--bench", required=True, choices=["mt_bench", "vicuna_bench"])
+    a.add_argument("--output", required=True, help="run directory (answers go to <bench>/model_answer/)")
+    a.add_argument("--model-id", default=None, help="default: the checkpoint dir name (run name for .../final)")
+    a.add_argument("--data-dir", default=None, help="FastChat llm_judge data dir (default: $SRDPO_EVAL_DATA, "
+                                                    "the packaged copy, then the fetch cache)")
+    a.add_argument("--max-new-tokens", type=int, default=1024)
+    a.add_argument("--batch-size", type=int, default=16)
+    a.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    a.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    a.add_argument("--conv-template", default=None,
+                   help="FastChat conversation template name (default: the checkpoint's chat template)")
+    a.add_argument("--dtype", default="auto")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--trust-remote-code", action="store_true")
+    a.set_defaults(func=cmd_answers)

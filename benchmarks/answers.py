@@ -1,0 +1,201 @@
+"""MT-Bench / Vicuna-Bench answer generation in FastChat's answer format, batched and resumable.
+
+All first turns are answered together (batched), then all second turns with the conversation so far.
+Within a turn, prompts are grouped by temperature (FastChat's per-category values) and sorted by
+length so that each batch pads little. Each question's record is appended (and flushed) as soon as
+its last turn is answered; earlier turns of unfinished questions go to a side file
+``<answers>.partial`` so that an interrupted run loses nothing. A rerun skips answered questions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.fastchat_data import DataError, Question, iter_jsonl, load_answers
+
+log = logging.getLogger(__name__)
+
+# FastChat llm_judge/common.py temperature_config; any other category (e.g. most of Vicuna-Bench) gets 0.7.
+CATEGORY_TEMPERATURE = {
+    "writing": 0.7,
+    "roleplay": 0.7,
+    "extraction": 0.0,
+    "math": 0.0,
+    "coding": 0.0,
+    "reasoning": 0.0,
+    "stem": 0.1,
+    "humanities": 0.1,
+    "arena-hard-200": 0.0,
+}
+DEFAULT_TEMPERATURE = 0.7
+
+
+def temperature_for(category: str) -> float:
+    """FastChat's sampling temperature for a question category."""
+    return CATEGORY_TEMPERATURE.get(category, DEFAULT_TEMPERATURE)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 1024
+    batch_size: int = 16
+    dtype: str = "auto"  # auto = bf16 on a capable GPU, else fp32
+    seed: int = 0
+    conv_template: str | None = None  # None: the checkpoint's own chat template; else a FastChat template
+    backend: str = "hf"  # "hf" | "vllm"
+    device: str | None = None  # None: cuda if available
+    trust_remote_code: bool = False
+
+
+def load_generator(checkpoint: str | Path, cfg: GenerationConfig):
+    """The generator for ``cfg.backend`` with the checkpoint loaded."""
+    from benchmarks import generation
+
+    if cfg.backend == "hf":
+        return generation.HFGenerator(checkpoint, dtype=cfg.dtype, device=cfg.device,
+                                      conv_template=cfg.conv_template, trust_remote_code=cfg.trust_remote_code)
+    if cfg.backend == "vllm":
+        return generation.VLLMGenerator(checkpoint, dtype=cfg.dtype, conv_template=cfg.conv_template,
+                                        trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
+    raise ValueError(f"unknown backend {cfg.backend!r}: use 'hf' or 'vllm'")
+
+
+def answer_record(question_id: int, model_id: str, turns: list[str]) -> dict:
+    """One line of a FastChat answer file."""
+    try:
+        import shortuuid  # what FastChat uses (installed with fschat)
+
+        answer_id = shortuuid.uuid()
+    except ImportError:
+        answer_id = uuid.uuid4().hex
+    return {"question_id": question_id, "answer_id": answer_id, "model_id": model_id,
+            "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()}
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left unterminated by a killed writer (it was never a complete record)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    log.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(data) - keep)
+    with path.open("r+b") as f:
+        f.truncate(keep)
+
+
+def _read_partial(path: Path, questions: dict[int, Question]) -> dict[int, list[str]]:
+    """Turns already answered for unfinished questions: ``question_id -> [turn 1, ...]``."""
+    done: dict[int, list[str]] = {}
+    if not path.is_file():
+        return done
+    _drop_torn_tail(path)
+    for n, rec in iter_jsonl(path):
+        qid, turn, text = rec.get("question_id"), rec.get("turn"), rec.get("text")
+        if not (isinstance(qid, int) and isinstance(turn, int) and isinstance(text, str)):
+            raise DataError(f"{path}: line {n}: fields 'question_id' (int), 'turn' (int), 'text' (str) expected")
+        if qid in questions and turn == len(done.get(qid, [])):  # only contiguous turns are usable
+            done.setdefault(qid, []).append(text)
+    return done
+
+
+def _batches(items: list, lengths: list[int], temps: list[float], batch_size: int):
+    """Batches of indices with one temperature each, longest prompts first (OOM shows up at once)."""
+    order = sorted(range(len(items)), key=lambda i: (temps[i], -lengths[i]))
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) == batch_size or temps[batch[0]] != temps[i]):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _append(f, rec: dict) -> None:
+    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    f.flush()
+
+
+def _reorganize(path: Path) -> None:
+    """Sort by question_id and keep one record per question (FastChat's reorg_answer_file), atomically."""
+    recs = load_answers(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for qid in sorted(recs):
+            f.write(json.dumps(recs[qid], ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def generate_answers(checkpoint: str | Path, questions: list[Question], out_path: str | Path, *,
+                     model_id: str, cfg: GenerationConfig | None = None, generator=None,
+                     progress: bool = True) -> Path:
+    """Answer every question not yet answered in ``out_path`` (FastChat answer JSONL); return the path.
+
+    ``generator`` (optional) is an already loaded generator (see ``benchmarks.generation``) to reuse
+    across benchmarks; by default the checkpoint is loaded with ``cfg.backend``.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or GenerationConfig()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = out_path.with_name(out_path.name + ".partial")
+    by_id = {q.question_id: q for q in questions}
+
+    _drop_torn_tail(out_path)
+    existing = load_answers(out_path) if out_path.is_file() else {}
+    finished = {qid for qid, rec in existing.items()
+                if qid in by_id and len(rec["choices"][0]["turns"]) >= len(by_id[qid].turns)}
+    todo = [q for q in questions if q.question_id not in finished]
+    if not todo:
+        partial_path.unlink(missing_ok=True)
+        return out_path
+    answered = _read_partial(partial_path, by_id)
+    remaining = sum(len(q.turns) - len(answered.get(q.question_id, [])) for q in todo)
+    log.info("%s: %d of %d questions to answer (%d turns)", out_path, len(todo), len(questions), remaining)
+
+    gen = generator if generator is not None else load_generator(checkpoint, cfg)
+    bar = tqdm(total=remaining, desc=f"answers {model_id}", unit="turn", disable=not progress)
+    with out_path.open("a", encoding="utf-8") as out, partial_path.open("a", encoding="utf-8") as side:
+        for turn in range(max(len(q.turns) for q in todo)):
+            due = [q for q in todo if len(q.turns) > turn and len(answered.get(q.question_id, [])) == turn]
+            if not due:
+                continue
+            prompts = []
+            for q in due:
+                prior = answered.get(q.question_id, [])
+                messages = []
+                for t in range(turn + 1):
+                    messages.append({"role": "user", "content": q.turns[t]})
+                    if t < turn:
+                        messages.append({"role": "assistant", "content": prior[t]})
+                prompts.append(gen.render(messages))
+            lengths = [gen.prompt_length(p) for p in prompts]
+            temps = [temperature_for(q.category) for q in due]
+            for idx in _batches(due, lengths, temps, cfg.batch_size):
+                # a per-batch seed: reproducible for a given question set and batch size
+                seed = zlib.crc32(f"{cfg.seed}:{turn}:{due[idx[0]].question_id}".encode())
+                texts = gen.generate([prompts[i] for i in idx], temperature=temps[idx[0]],
+                                     max_new_tokens=cfg.max_new_tokens, seed=seed)
+                if len(texts) != len(idx):
+                    raise RuntimeError(f"generator returned {len(texts)} answers for {len(idx)} prompts")
+                for i, text in zip(idx, texts):
+                    q = due[i]
+                    answered.setdefault(q.question_id, []).append(text)
+                    if turn == len(q.turns) - 1:
+                        _append(out, answer_record(q.question_id, model_id, answered[q.question_id]))
+                    else:
+                        _append(side, {"question_id": q.question_id, "turn": turn, "text": text})
+                bar.update(len(idx))
+    bar.close()
+    _reorganize(out_path)
+    partial_path.unlink(missing_ok=True)
+    return out_path

