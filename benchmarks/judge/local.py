@@ -1,0 +1,184 @@
+"""A local judge: a Hugging Face causal LM scores the verdict with its own probabilities.
+
+It stands in for GPT-4 when no API key is configured (offline default). Given FastChat's judge prompt
+(system + user messages), it renders the chat with the model's chat template, appends the start of the
+verdict ("Rating: [[" or "Verdict: [["), and scores every allowed ending ("1]]" … "10]]", or "A]]",
+"B]]", "C]]") by its full log-probability, so multi-token endings such as "10]]" are exact. Ratings are
+therefore always well-formed: single grading returns the expected rating under the normalised
+distribution, pairwise the most probable verdict; the reply text parses with FastChat's regexes.
+
+The prompt is scored once with a KV cache and the endings are then run as one batch on top of it, so a
+call costs one forward of the prompt plus one small batched forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RATING_LABELS = tuple(str(k) for k in range(1, 11))
+VERDICT_LABELS = ("A", "B", "C")
+PREFIX = {"single": "Rating: [[", "pairwise": "Verdict: [["}
+SUFFIX = "]]"
+# What the FastChat judge prompts ask the judge to output.
+MARKERS = {"single": "[[rating]]", "pairwise": "[[A]]"}
+
+
+@dataclass(frozen=True)
+class JudgeScore:
+    """The judge's distribution over the allowed verdicts for one prompt."""
+
+    kind: str  # "single" | "pairwise"
+    labels: tuple[str, ...]
+    probs: tuple[float, ...]  # normalised over ``labels``
+    truncated: bool = False
+
+    @property
+    def expected_rating(self) -> float:
+        if self.kind != "single":
+            raise ValueError("expected_rating is defined for single grading only")
+        return sum(int(k) * p for k, p in zip(self.labels, self.probs))
+
+    @property
+    def verdict(self) -> str:
+        return self.labels[max(range(len(self.probs)), key=self.probs.__getitem__)]
+
+    def text(self) -> str:
+        """The reply: the verdict first in FastChat's format, then the distribution without brackets
+        (so FastChat's first-match regexes see only the verdict)."""
+        dist = ", ".join(f"{k}: {p:.3f}" for k, p in zip(self.labels, self.probs))
+        note = " (prompt truncated to fit the judge's context)" if self.truncated else ""
+        if self.kind == "single":
+            return f"Rating: [[{self.expected_rating:.2f}]]\n\nLocal judge, expected rating over 1-10{note}. Probabilities: {dist}"
+        return f"[[{self.verdict}]]\n\nLocal judge, verdict probabilities (C = tie){note}: {dist}"
+
+
+def detect_kind(messages: list[dict[str, str]]) -> str:
+    """'single' if the prompt asks for "[[rating]]", 'pairwise' if it asks for "[[A]]"; the instruction
+    comes before the answers, so if an answer happens to contain the other marker the first one wins."""
+    text = "\n".join(m.get("content", "") for m in messages)
+    found = {kind: text.find(marker) for kind, marker in MARKERS.items() if marker in text}
+    if not found:
+        raise ValueError(
+            'local judge: the prompt asks for neither "[[rating]]" (single grading) nor "[[A]]"/"[[B]]"/"[[C]]" '
+            "(pairwise); it only scores FastChat-style judge prompts"
+        )
+    return min(found, key=found.get)
+
+
+class LocalJudge:
+    """A ``ChatBackend`` scoring with a local causal LM (see the module docstring).
+
+    Deterministic: ``temperature`` and ``max_tokens`` are ignored, since nothing is sampled or generated.
+    Thread- and asyncio-safe: the forward passes run in a worker thread under a lock. A prompt longer
+    than the model's context is cut from the left of the last user message, with a logged warning
+    counted in ``truncations``.
+    """
+
+    def __init__(self, model_path: str | Path, *, device=None, dtype="auto", name: str | None = None,
+                 max_length: int | None = None):
+        from trainer.modeling import load_causal_lm
+
+        self.model_path = Path(model_path)
+        self.model = name or f"local-{self.model_path.name}"
+        self._lm, self._tok = load_causal_lm(model_path, dtype=dtype, device=device)
+        if not self._tok.chat_template:
+            raise ValueError(f"{model_path}: the local judge needs a tokenizer with a chat template")
+        limits = [getattr(self._lm.config, "max_position_embeddings", None), max_length]
+        self.max_length = min(n for n in limits if n) if any(limits) else 2048
+        self._cands = {kind: self._candidate_ids(kind) for kind in PREFIX}
+        self._lock = threading.Lock()
+        self.truncations = 0
+
+    def _candidate_ids(self, kind: str) -> list[list[int]]:
+        # Tokenize each ending after its prefix, so the ids are the ones the model would see in context.
+        labels = RATING_LABELS if kind == "single" else VERDICT_LABELS
+        base = self._tok(PREFIX[kind], add_special_tokens=False).input_ids
+        out = []
+        for label in labels:
+            joint = self._tok(PREFIX[kind] + label + SUFFIX, add_special_tokens=False).input_ids
+            if joint[: len(base)] != base or len(joint) == len(base):
+                raise ValueError(f"{self.model_path}: tokenizer merges {PREFIX[kind]!r} with {label + SUFFIX!r}")
+            out.append(joint[len(base):])
+        return out
+
+    def prompt_ids(self, messages: list[dict[str, str]], kind: str) -> tuple[list[int], bool]:
+        """Token ids of the rendered chat plus the verdict prefix, cut to fit; and whether it was cut."""
+        room = self.max_length - max(len(c) for c in self._cands[kind])
+        ids = self._encode(messages, kind)
+        if len(ids) <= room:
+            return ids, False
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        if not users:
+            raise ValueError(f"local judge: prompt of {len(ids)} tokens exceeds {room} and has no user message to cut")
+        i = users[-1]
+        content = self._tok(messages[i]["content"], add_special_tokens=False).input_ids
+        drop = len(ids) - room
+        while True:
+            if drop >= len(content):
+                raise ValueError(f"local judge: prompt exceeds the context ({self.max_length} tokens) "
+                                 "even with the user message removed")
+            cut = [*messages[:i], {**messages[i], "content": self._tok.decode(content[drop:])}, *messages[i + 1:]]
+            ids = self._encode(cut, kind)
+            if len(ids) <= room:
+                break
+            drop += len(ids) - room  # re-tokenizing the decoded text can shift a token or two
+        self.truncations += 1
+        log.warning("local judge: prompt cut by %d tokens from the left of the user message to fit %d "
+                    "(%d prompts cut so far)", drop, self.max_length, self.truncations)
+        return ids, True
+
+    def _encode(self, messages, kind: str) -> list[int]:
+        text = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self._tok(text + PREFIX[kind], add_special_tokens=False).input_ids
+
+    def score(self, messages: list[dict[str, str]]) -> JudgeScore:
+        """Distribution over the verdicts for one judge prompt (synchronous, thread-safe)."""
+        kind = detect_kind(messages)
+        with self._lock:
+            ids, cut = self.prompt_ids(messages, kind)
+            logps = self._candidate_logprobs(ids, self._cands[kind])
+        import torch
+
+        probs = torch.softmax(torch.tensor(logps, dtype=torch.float64), 0).tolist()
+        labels = RATING_LABELS if kind == "single" else VERDICT_LABELS
+        return JudgeScore(kind, labels, tuple(probs), cut)
+
+    def _candidate_logprobs(self, ids: list[int], cands: list[list[int]]) -> list[float]:
+        """log p(cand | ids) for each candidate: prompt once with a KV cache, then all candidates in one batch."""
+        import torch
+
+        dev = self._lm.device
+        with torch.inference_mode():
+            out = self._lm(input_ids=torch.tensor([ids], device=dev), use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            logps = [first[c[0]].item() for c in cands]
+            width = max(len(c) for c in cands) - 1
+            if width == 0:
+                return logps
+            n, plen = len(cands), len(ids)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(n)
+            pad = self._tok.pad_token_id or 0
+            x = torch.full((n, width), pad, dtype=torch.long, device=dev)
+            mask = torch.ones((n, plen + width), dtype=torch.long, device=dev)
+            for i, c in enumerate(cands):  # feed every token but the last; right padding is masked
+                x[i, : len(c) - 1] = torch.tensor(c[:-1])
+                mask[i, plen + len(c) - 1:] = 0
+            pos = torch.arange(plen, plen + width, device=dev).expand(n, width)
+            lp = torch.log_softmax(
+                self._lm(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=cache).logits.float(), -1
+            )
+            for i, c in enumerate(cands):
+                logps[i] += sum(lp[i, j - 1, c[j]].item() for j in range(1, len(c)))
+        return logps
+
+    async def chat(self, messages: list[dict[str, str]], *, temperature: float = 0.0, max_tokens: int = 0) -> str:
+        """The judge's reply text for a FastChat judge prompt (``temperature``/``max_tokens`` ignored)."""
+        score = await asyncio.to_thread(self.score, messages)
+        return score.text()
