@@ -119,11 +119,20 @@ def plan(units: list[Unit], manifest: Manifest) -> list[tuple[Unit, str]]:
     return out
 
 
-def execute(units: list[Unit], manifest: Manifest, *, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run the units in order (they are given in dependency order); return {name: action taken}."""
+def execute(units: list[Unit], manifest: Manifest, *, only: set[str] | None = None,
+            log: Callable[[str], None] = print) -> dict[str, str]:
+    """Run the units in order (they are given in dependency order); return {name: action taken}.
+
+    ``only``: run just these units (``--stages``); the others are left as they are.
+    A unit whose run returns ``{"skipped": reason}`` (e.g. data not reachable offline) is recorded as
+    skipped, not done, so a later run tries it again.
+    """
     hashes = unit_hashes(units)
     taken: dict[str, str] = {}
     for u, action in plan(units, manifest):
+        if only is not None and u.name not in only:
+            taken[u.name] = "not selected"
+            continue
         taken[u.name] = action
         if action == "skip":
             log(f"[skip]   {u.name} (done)")
@@ -140,7 +149,8 @@ def execute(units: list[Unit], manifest: Manifest, *, log: Callable[[str], None]
         t0 = time.time()
         result = u.run()
         rec = manifest.data["units"][u.name]
-        rec.update(status="done", finished=time.time(), seconds=round(time.time() - t0, 2))
+        skipped = isinstance(result, dict) and bool(result.get("skipped"))
+        rec.update(status="skipped" if skipped else "done", finished=time.time(), seconds=round(time.time() - t0, 2))
         if isinstance(result, dict):
             rec["result"] = result
         manifest.save()

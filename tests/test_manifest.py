@@ -88,3 +88,16 @@ def test_corrupt_manifest_names_the_file(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ValueError, match="manifest.json"):
         Manifest.load(p)
+
+
+def test_only_runs_selected_units_and_skipped_units_are_retried(tmp_path):
+    calls = []
+    units = make_units(calls, BASE)
+    units[0].run = lambda: (calls.append("train/a"), {"skipped": "offline"})[1]
+    taken = execute(units, Manifest.load(tmp_path / "m.json"), only={"train/a", "train/b"}, log=lambda s: None)
+    assert calls == ["train/a", "train/b"] and taken["answers/a"] == "not selected"
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["units"]["train/a"]["status"] == "skipped" and "answers/a" not in saved["units"]
+    calls.clear()
+    taken = execute(make_units(calls, BASE), Manifest.load(tmp_path / "m.json"), log=lambda s: None)
+    assert taken["train/a"] == "resume" and taken["train/b"] == "skip"
