@@ -1,0 +1,606 @@
+"""Open LLM Leaderboard (v1) scores through lm-eval used as a library.
+
+One table (``LEADERBOARD_TASKS``) holds the six tasks with the leaderboard's settings. Each
+(checkpoint, task) is one ``lm_eval.simple_evaluate`` call whose result is written at once to
+``RUN_DIR/leaderboard/<model_id>/<task>.json``; a rerun reuses a result when the checkpoint content
+(a streamed SHA-256 of its weight, config and tokenizer files) and the settings are unchanged.
+``leaderboard/scores.csv`` collects the scores in percent, as the paper's Table 3.
+
+Offline: before lm-eval touches the Hub, a 2-second TCP probe of the Hub's host decides; when it fails
+(or ``cfg.offline`` is True) ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` are set for the call, so a
+dataset missing from the local cache fails at once with a message instead of waiting on timeouts.
+
+Multi-GPU (data parallel, as lm-eval's HF backend supports it through accelerate):
+``accelerate launch -m srdpo_eval.cli leaderboard CKPT --output RUN_DIR``; every rank plans the same
+work, only rank 0 writes results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+from srdpo_eval.run_dir import ModelEntry, RunDir, read_models, safe_name
+
+
+class LeaderboardError(RuntimeError):
+    """Bad input or an unreachable resource, with a message saying what to do."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How the leaderboard scored one lm-eval task (or group)."""
+
+    name: str  # lm-eval task or group name
+    column: str  # column in scores.csv / Table 3
+    num_fewshot: int
+    metric: str  # lm-eval metric name
+    filter: str = "none"  # lm-eval filter name; results are keyed "<metric>,<filter>"
+    mean_of_subtasks: bool = False  # score = plain mean over the group's leaf tasks (MMLU)
+
+
+# Open LLM Leaderboard v1 settings. MMLU: the leaderboard averaged the 57 subject accuracies equally;
+# lm-eval's `mmlu` group reports a sample-weighted mean (weight_by_size), so we recompute the plain mean.
+# GSM8K: the leaderboard's exact match is on the strict "#### <number>" extraction ("strict-match").
+LEADERBOARD_TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec("arc_challenge", "ARC", 25, "acc_norm"),
+    TaskSpec("hellaswag", "HellaSwag", 10, "acc_norm"),
+    TaskSpec("truthfulqa_mc2", "TruthfulQA", 0, "acc"),
+    TaskSpec("mmlu", "MMLU", 5, "acc", mean_of_subtasks=True),
+    TaskSpec("winogrande", "Winogrande", 5, "acc"),
+    TaskSpec("gsm8k", "GSM8K", 5, "exact_match", filter="strict-match"),
+)
+TASKS_BY_NAME = {t.name: t for t in LEADERBOARD_TASKS}
+SCORES_CSV = "scores.csv"
+# Files that decide a checkpoint's outputs (weights, config, tokenizer); training state is not hashed.
+_CONTENT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+                     "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model",
+                     "chat_template*", "added_tokens.json")
+_HASH_CACHE = ".checkpoint_hashes.json"
+
+
+@dataclass
+class LeaderboardConfig:
+    """Settings of a leaderboard run; all but the execution ones key the result reuse."""
+
+    tasks: tuple[str, ...] = tuple(t.name for t in LEADERBOARD_TASKS)
+    limit: int | float | None = None  # per (sub)task; for smoke runs only, not comparable with the paper
+    batch_size: int | str = "auto"
+    max_batch_size: int = 64
+    backend: str = "hf"  # hf | vllm
+    dtype: str = "auto"  # auto = bf16 on a GPU that has it, float32 on CPU
+    device: str | None = None  # None = cuda if available else cpu
+    num_fewshot: dict[str, int] = field(default_factory=dict)  # overrides of the table; off by default
+    include_path: tuple[str, ...] = ()  # directories of extra/local lm-eval task YAMLs
+    include_defaults: bool = True  # False: only tasks from include_path (tests, fully local runs)
+    hf_datasets_cache: str | None = None  # sets HF_DATASETS_CACHE for the call
+    offline: bool | None = None  # None = probe the Hub (2 s); True/False = force
+    bootstrap_iters: int = 1000  # stderr of non-mean metrics only; the scores do not depend on it
+    seed: int = 1234  # lm-eval's few-shot sampling seed (its default)
+    gen_max_new_tokens: int | None = None  # override generate_until length (tests); None = task's own
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def task_specs(cfg: LeaderboardConfig) -> list[TaskSpec]:
+    """The table rows for ``cfg.tasks`` with ``cfg.num_fewshot`` overrides applied."""
+    unknown = [t for t in cfg.tasks if t not in TASKS_BY_NAME]
+    if unknown:
+        raise LeaderboardError(
+            f"unknown leaderboard task {unknown[0]!r}: expected some of {', '.join(TASKS_BY_NAME)}")
+    bad = [t for t in cfg.num_fewshot if t not in TASKS_BY_NAME]
+    if bad:
+        raise LeaderboardError(f"num_fewshot override for unknown task {bad[0]!r}")
+    out = []
+    for name in cfg.tasks:
+        spec = TASKS_BY_NAME[name]
+        if name in cfg.num_fewshot:
+            spec = TaskSpec(**{**asdict(spec), "num_fewshot": int(cfg.num_fewshot[name])})
+        out.append(spec)
+    return out
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """A local Hugging Face checkpoint directory with safetensors weights, or a LeaderboardError."""
+    p = Path(path)
+    if not p.is_dir():
+        raise LeaderboardError(
+            f"{p}: not a directory; give a local Hugging Face checkpoint directory "
+            f"(download hub models first, e.g. `huggingface-cli download ORG/NAME --local-dir DIR`)")
+    if not (p / "config.json").is_file():
+        raise LeaderboardError(f"{p} is not a Hugging Face model checkpoint (no config.json in it)")
+    if not any(p.glob("*.safetensors")):
+        raise LeaderboardError(
+            f"{p}: no *.safetensors weights (this project loads safetensors only; re-save the model "
+            f"with save_pretrained(safe_serialization=True))")
+    return p
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_hash(path: str | Path, cache_file: Path | None = None) -> str:
+    """SHA-256 over the checkpoint's content files (streamed), cached by (path, size, mtime)."""
+    p = check_checkpoint(path).resolve()
+    files = sorted({f for pat in _CONTENT_PATTERNS for f in p.glob(pat) if f.is_file()})
+    cache: dict[str, Any] = {}
+    if cache_file is not None and cache_file.is_file():
+        try:
+            cache = json.loads(cache_file.read_text())
+        except json.JSONDecodeError:
+            cache = {}  # a damaged cache only costs a re-hash
+    total = hashlib.sha256()
+    changed = False
+    for f in files:
+        st = f.stat()
+        key = str(f)
+        hit = cache.get(key)
+        if not (hit and hit["size"] == st.st_size and hit["mtime_ns"] == st.st_mtime_ns):
+            hit = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256_file(f)}
+            cache[key], changed = hit, True
+        total.update(f"{f.name}\0{hit['sha256']}\n".encode())
+    if cache_file is not None and changed:
+        _write_json(cache_file, cache)
+    return total.hexdigest()
+
+
+def _include_hash(paths: tuple[str, ...]) -> str | None:
+    """Hash of the local task files, so an edited task YAML or data file recomputes."""
+    if not paths:
+        return None
+    h = hashlib.sha256()
+    for root in paths:
+        r = Path(root)
+        if not r.exists():
+            raise LeaderboardError(f"--include-path {r}: no such directory")
+        for f in sorted(x for x in (r.rglob("*") if r.is_dir() else [r]) if x.is_file()):
+            if "__pycache__" in f.parts:
+                continue
+            h.update(f"{f.relative_to(r) if r.is_dir() else f.name}\0{_sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def result_settings(spec: TaskSpec, cfg: LeaderboardConfig, ckpt_hash: str) -> dict[str, Any]:
+    """Everything that decides a (checkpoint, task) score; any change means recompute."""
+    return {
+        "checkpoint_sha256": ckpt_hash,
+        "task": asdict(spec),
+        "limit": cfg.limit,
+        "backend": cfg.backend,
+        "dtype": _resolved_dtype(cfg),
+        "seed": cfg.seed,
+        "gen_max_new_tokens": cfg.gen_max_new_tokens,
+        "include_defaults": cfg.include_defaults,
+        "include_sha256": _include_hash(cfg.include_path),
+        "lm_eval_version": _lm_eval_version(),
+    }
+
+
+def _resolved_dtype(cfg: LeaderboardConfig) -> str:
+    from trainer.modeling import resolve_dtype
+
+    return str(resolve_dtype(cfg.dtype, _device(cfg))).removeprefix("torch.")
+
+
+def _device(cfg: LeaderboardConfig) -> str:
+    if cfg.device:
+        return cfg.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _settings_key(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- offline
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """A quick TCP connect to the Hub's host (HF_ENDPOINT or huggingface.co); no HTTP, no retries."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def decide_offline(cfg: LeaderboardConfig) -> bool:
+    if cfg.offline is not None:
+        return cfg.offline
+    if _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("HF_DATASETS_OFFLINE")):
+        return True
+    return not hub_reachable()
+
+
+@contextlib.contextmanager
+def hub_mode(offline: bool, datasets_cache: str | None = None) -> Iterator[None]:
+    """Set the Hub's offline flags (environment and, if already imported, the libraries' constants)."""
+    env = {"HF_DATASETS_CACHE": datasets_cache} if datasets_cache else {}
+    if offline:
+        env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    patched = []
+    if offline:  # the libraries read the variables at import time
+        for mod, attrs in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+                           ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
+            m = sys.modules.get(mod)
+            for a in attrs if m is not None else ():
+                patched.append((m, a, getattr(m, a)))
+                setattr(m, a, True)
+    try:
+        yield
+    finally:
+        for m, a, v in patched:
+            setattr(m, a, v)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ------------------------------------------------------------------------------------ lm-eval glue
+
+
+def make_task_manager(cfg: LeaderboardConfig):
+    """lm-eval's TaskManager over its own tasks (unless disabled) and ``cfg.include_path``."""
+    from lm_eval.tasks import TaskManager
+
+    for p in cfg.include_path:
+        if not Path(p).exists():
+            raise LeaderboardError(f"--include-path {p}: no such directory")
+    return TaskManager(include_path=list(cfg.include_path) or None, include_defaults=cfg.include_defaults)
+
+
+def _dataset_paths(loaded_cfg: dict[str, Any]) -> str:
+    return f"{loaded_cfg.get('dataset_path')}" + (
+        f" ({loaded_cfg['dataset_name']})" if loaded_cfg.get("dataset_name") else "")
+
+
+def load_task(spec: TaskSpec, task_manager, *, offline: bool):
+    """Build lm-eval's Task/Group for ``spec`` (this loads its datasets); clear errors on failure."""
+    entry = task_manager.task_index.get(spec.name)
+    if entry is None:
+        raise LeaderboardError(
+            f"task {spec.name!r} is not in lm-eval's task registry"
+            + (" nor in --include-path" if task_manager.include_path else "")
+            + ": check the lm-eval version (this project pins lm-eval 0.4.13) or add the task YAML "
+              "with --include-path DIR")
+    try:
+        return task_manager._load_spec(spec.name)
+    except Exception as err:  # datasets raises several types for a missing dataset
+        leaves = _leaf_configs(task_manager, spec.name)
+        where = ", ".join(sorted({_dataset_paths(c) for c in leaves})[:3]) or spec.name
+        if offline:
+            raise LeaderboardError(
+                f"task {spec.name}: dataset {where} is not in the local Hugging Face cache and the "
+                f"machine is offline: run once online, or set HF_DATASETS_CACHE (--datasets-cache) to "
+                f"a cache that has it, or give local task files with --include-path "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+        raise LeaderboardError(
+            f"task {spec.name}: loading dataset {where} failed ({type(err).__name__}: {err})") from err
+
+
+def _leaf_configs(task_manager, name: str) -> list[dict[str, Any]]:
+    """Raw YAML configs of a task or of a group's leaf tasks (via the index; nothing is loaded)."""
+    idx = task_manager.task_index
+    entry, out, seen = idx.get(name), [], set()
+    stack = [name]
+    while stack:
+        n = stack.pop()
+        if n in seen or n not in idx:
+            continue
+        seen.add(n)
+        e = idx[n]
+        cfg = e.cfg or {}
+        if e.kind.name in ("GROUP",):
+            subs = cfg.get("task", [])
+            stack.extend(s if isinstance(s, str) else s.get("task", "") for s in (subs if isinstance(subs, list) else [subs]))
+        elif e.kind.name == "TAG":
+            stack.extend(k for k, v in idx.items() if n in v.tags)
+        else:
+            out.append(cfg)
+    return out if entry is not None else []
+
+
+def make_lm(checkpoint: Path, cfg: LeaderboardConfig):
+    """lm-eval model for a local checkpoint: HFLM by default, vLLM if asked and installed."""
+    dtype, device = _resolved_dtype(cfg), _device(cfg)
+    if cfg.backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=str(checkpoint), dtype=dtype, device=device, batch_size=cfg.batch_size,
+                    max_batch_size=cfg.max_batch_size, trust_remote_code=False)
+    if cfg.backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise LeaderboardError("backend 'vllm' asked for but vllm is not installed: "
+                                   "`pip install vllm` (GPU machines) or use --backend hf")
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(pretrained=str(checkpoint), dtype=dtype, batch_size=cfg.batch_size,
+                    trust_remote_code=False, max_batch_size=cfg.max_batch_size)
+    raise LeaderboardError(f"unknown backend {cfg.backend!r}: use hf or vllm")
+
+
+def _leaf_names(group_subtasks: dict[str, list[str]], name: str) -> list[str]:
+    out: list[str] = []
+    for child in group_subtasks.get(name, []):
+        out.extend(_leaf_names(group_subtasks, child) if child in group_subtasks else [child])
+    return out
+
+
+def score_from_results(spec: TaskSpec, results: dict[str, Any]) -> float:
+    """The leaderboard score (a fraction) of ``spec`` from lm-eval's ``simple_evaluate`` output."""
+    key = f"{spec.metric},{spec.filter}"
+    res = results["results"]
+    if spec.mean_of_subtasks:
+        leaves = _leaf_names(results.get("group_subtasks", {}), spec.name)
+        if not leaves:
+            raise LeaderboardError(f"{spec.name}: lm-eval reported no subtasks to average")
+        return float(sum(res[t][key] for t in leaves) / len(leaves))
+    if spec.name not in res or key not in res[spec.name]:
+        have = sorted(k for k in res.get(spec.name, {}) if "," in k)
+        raise LeaderboardError(f"{spec.name}: lm-eval reported no {key!r} (it reported {have})")
+    return float(res[spec.name][key])
+
+
+def _task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:
+    """Per-task hash of the evaluated documents, prompts and targets (as lm-eval's tracker does)."""
+    from lm_eval.utils import hash_string
+
+    return {t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in ss))
+            for t, ss in samples.items()}
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+def run_task(lm, spec: TaskSpec, cfg: LeaderboardConfig, task_manager, *, offline: bool) -> dict | None:
+    """One ``simple_evaluate`` call; returns the JSON record body (None on non-zero ranks)."""
+    import lm_eval
+
+    task_obj = load_task(spec, task_manager, offline=offline)
+    generative = any(c.get("output_type") == "generate_until" for c in _leaf_configs(task_manager, spec.name))
+    gen_kwargs = {"max_gen_toks": cfg.gen_max_new_tokens} if cfg.gen_max_new_tokens and generative else None
+    t0 = time.time()
+    out = lm_eval.simple_evaluate(
+        model=lm, tasks=[task_obj], num_fewshot=spec.num_fewshot, limit=cfg.limit,
+        bootstrap_iters=cfg.bootstrap_iters, log_samples=True, task_manager=task_manager,
+        gen_kwargs=gen_kwargs, random_seed=0, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
+        fewshot_random_seed=cfg.seed)
+    if out is None:
+        return None
+    samples = out.pop("samples", {})
+    raw = {k: out[k] for k in ("results", "groups", "group_subtasks", "configs", "versions", "n-shot",
+                               "higher_is_better", "n-samples", "config") if k in out}
+    return {
+        "score": score_from_results(spec, out),
+        "lm_eval_version": lm_eval.__version__,
+        "task_versions": out.get("versions", {}),
+        "task_config_sha256": {t: hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode())
+                               .hexdigest() for t, c in out.get("configs", {}).items()},
+        "task_hashes": _task_hashes(samples),
+        "n_samples": {t: v.get("effective", v) if isinstance(v, dict) else v
+                      for t, v in out.get("n-samples", {}).items()},
+        "seconds": round(time.time() - t0, 2),
+        "raw": _jsonable(raw),
+    }
+
+
+# ---------------------------------------------------------------------------------- orchestration
+
+
+def result_path(run_dir: str | Path, model_id: str, task: str) -> Path:
+    return RunDir(run_dir).leaderboard / safe_name(model_id) / f"{task}.json"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _reusable(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn file is recomputed
+    return rec if rec.get("settings_key") == key and "score" in rec else None
+
+
+def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: LeaderboardConfig,
+                         out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Evaluate ``[(model_id, checkpoint_dir), ...]`` on ``cfg.tasks``; return {model_id: {task: score}}.
+
+    Results are written per (checkpoint, task) as they finish and reused on rerun; scores.csv is
+    rewritten at the end from all results under ``out_dir/leaderboard``.
+    """
+    from tqdm.auto import tqdm
+
+    specs = task_specs(cfg)
+    if cfg.backend not in ("hf", "vllm"):
+        raise LeaderboardError(f"unknown backend {cfg.backend!r}: use hf or vllm")
+    ids = [m for m, _ in checkpoints]
+    if len(set(map(safe_name, ids))) != len(ids):
+        raise LeaderboardError(f"model ids must be distinct (as file names): {ids}")
+    lb = RunDir(out_dir).leaderboard
+    # Plan first (every rank the same), then run: nothing written mid-plan changes the plan.
+    plan, scores = [], {m: {} for m in ids}
+    for model_id, ckpt in checkpoints:
+        ckpt = check_checkpoint(ckpt)
+        h = checkpoint_hash(ckpt, lb / _HASH_CACHE)
+        for spec in specs:
+            settings = result_settings(spec, cfg, h)
+            key = _settings_key(settings)
+            path = result_path(out_dir, model_id, spec.name)
+            rec = _reusable(path, key)
+            if rec is not None:
+                scores[model_id][spec.name] = rec["score"]
+            else:
+                plan.append((model_id, ckpt, spec, settings, key, path))
+
+    if plan:
+        offline = decide_offline(cfg)
+        with hub_mode(offline, cfg.hf_datasets_cache):
+            tm = make_task_manager(cfg)
+            for spec in {p[2].name: p[2] for p in plan}.values():  # unknown tasks fail before any model loads
+                if spec.name not in tm.task_index:
+                    load_task(spec, tm, offline=offline)
+            lm, lm_ckpt = None, None
+            bar = tqdm(plan, desc="leaderboard", unit="task")
+            for model_id, ckpt, spec, settings, key, path in bar:
+                bar.set_postfix_str(f"{model_id}/{spec.name}")
+                if lm_ckpt != ckpt:
+                    lm, lm_ckpt = None, None
+                    lm, lm_ckpt = make_lm(ckpt, cfg), ckpt
+                body = run_task(lm, spec, cfg, tm, offline=offline)
+                if body is None:  # non-zero rank under accelerate
+                    continue
+                rec = {"model_id": model_id, "checkpoint": str(ckpt), "task": spec.name,
+                       "column": spec.column, "metric": f"{spec.metric},{spec.filter}",
+                       "num_fewshot": spec.num_fewshot, "settings": settings, "settings_key": key,
+                       "execution": {"batch_size": cfg.batch_size, "device": _device(cfg)}, **body}
+                _write_json(path, rec)
+                scores[model_id][spec.name] = rec["score"]
+            del lm
+    if _is_main_process():
+        write_scores_csv(out_dir)
+    return scores
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def evaluate_checkpoint(checkpoint: str | Path, cfg: LeaderboardConfig, out_dir: str | Path, *,
+                        model_id: str) -> dict[str, float]:
+    """Scores (fractions) of one checkpoint on ``cfg.tasks``; see ``evaluate_checkpoints``."""
+    return evaluate_checkpoints([(model_id, checkpoint)], cfg, out_dir)[model_id]
+
+
+def run_checkpoints(train_run_dir: str | Path) -> list[tuple[str, Path]]:
+    """``[(model_id, path)]`` for ``checkpoint-<step>/`` (by step) and ``final/`` of a training run.
+
+    model ids are ``<run>-step<step>`` and ``<run>``; prefer ``models_of_run`` when models.json exists.
+    """
+    d = Path(train_run_dir)
+    if not d.is_dir():
+        raise LeaderboardError(f"{d}: no such training run directory")
+    steps = []
+    for c in d.glob("checkpoint-*"):
+        try:
+            steps.append((int(c.name.split("-", 1)[1]), c))
+        except ValueError:
+            continue
+    out = [(f"{d.name}-step{s}", c) for s, c in sorted(steps)]
+    if (d / "final").is_dir():
+        out.append((d.name, d / "final"))
+    if not out:
+        raise LeaderboardError(f"{d}: no checkpoint-<step>/ or final/ directories in it")
+    return out
+
+
+def models_of_run(run_dir: str | Path, run: str | None = None) -> list[ModelEntry]:
+    """The models.json entries of a run directory (all, or those of training run ``run``)."""
+    entries = read_models(RunDir(run_dir).models)
+    return [e for e in entries if run is None or e.run == run]
+
+
+def evaluate_models(entries: list[ModelEntry], cfg: LeaderboardConfig,
+                    out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Evaluate models.json entries (e.g. every checkpoint of a run, for Figure 3)."""
+    return evaluate_checkpoints([(e.model_id, e.path) for e in entries], cfg, out_dir)
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def collect_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """All result records under ``out_dir/leaderboard``; a damaged file fails naming it."""
+    recs = []
+    for f in sorted(RunDir(out_dir).leaderboard.glob("*/*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except json.JSONDecodeError as err:
+            raise LeaderboardError(f"{f}: not valid JSON ({err}); delete it to recompute") from err
+        for k in ("model_id", "task", "score"):
+            if k not in rec:
+                raise LeaderboardError(f"{f}: missing field {k!r}; delete it to recompute")
+        recs.append(rec)
+    return recs
+
+
+def scores_table(out_dir: str | Path):
+    """pandas DataFrame: one row per model_id, the six columns in percent and their Average.
+
+    A task not run is NaN; Average is the plain mean of the six and only given for complete rows.
+    """
+    import pandas as pd
+
+    cols = [t.column for t in LEADERBOARD_TASKS]
+    rows: dict[str, dict[str, float]] = {}
+    for rec in collect_results(out_dir):
+        spec = TASKS_BY_NAME.get(rec["task"])
+        if spec is not None:
+            rows.setdefault(rec["model_id"], {})[spec.column] = 100.0 * float(rec["score"])
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=cols, dtype=float)
+    df.index.name = "model_id"
+    df["Average"] = df[cols].mean(axis=1, skipna=False)  # NaN unless all six are there
+    return df
+
+
+def write_scores_csv(out_dir: str | Path) -> Path:
+    path = RunDir(out_dir).leaderboard / SCORES_CSV
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = scores_table(out_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, float_format="%.4f")
+    tmp.replace(path)
+    return path
+
+
+def format_table(df) -> str:
+    """The scores as a readable text table (2 decimals, '-' where missing)."""
+    if df.empty:
+        return "(no leaderboard results)"
+    return df.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-")
+

@@ -1,0 +1,437 @@
+"""Leaderboard harness on local task files (the real lm-eval task YAMLs with tiny local data) and a tiny
+model: scores checked against a hand computation from the model's own log-likelihoods; reuse, CSV, errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.leaderboard import (LEADERBOARD_TASKS, LeaderboardConfig, LeaderboardError, TASKS_BY_NAME,
+                                    evaluate_checkpoint, evaluate_checkpoints, result_path, run_checkpoints,
+                                    scores_table)
+
+TASK_DIR = Path(__import__("lm_eval").__file__).parent / "tasks"
+ANSWER = " #### 7 8"  # what the scripted model generates after "Answer:"
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def arc(i):
+    return {"id": f"a{i}", "question": f"Is {i} odd?",
+            "choices": {"text": ["yes", "no", "maybe so", "odd"], "label": ["A", "B", "C", "D"]},
+            "answerKey": "ABCD"[i % 4]}
+
+
+def hellaswag(i):
+    return {"ind": i, "activity_label": "Cooking", "ctx_a": f"A man cuts {i} eggs.", "ctx_b": "he",
+            "ctx": "", "endings": ["fries them.", "sings [title] loudly.", "sleeps now", "eats"],
+            "label": str(i % 4), "source_id": "x", "split": "val", "split_type": "indomain"}
+
+
+def truthfulqa(i):
+    return {"question": f"What is {i}?",
+            "mc1_targets": {"choices": ["a number", "a fox"], "labels": [1, 0]},
+            "mc2_targets": {"choices": ["a number", "a digit", "a fox", "the sea"][: 3 + i % 2],
+                            "labels": [1, 1, 0, 0][: 3 + i % 2] if i % 3 else [1, 0, 0, 1][: 3 + i % 2]}}
+
+
+def winogrande(i):
+    return {"sentence": f"Fox {i} saw the dog because _ was {'quick' if i % 2 else 'lazy'}.",
+            "option1": "the fox", "option2": "the dog", "answer": "12"[i % 2]}
+
+
+def gsm8k(i, n):
+    return {"question": f"Tom has {i} apples.", "answer": f"He has {n}.\n#### {n}"}
+
+
+def mmlu(i):
+    return {"question": f"{i} + 1 = ?", "subject": "x", "choices": ["one", "two", "three", "four"],
+            "answer": i % 4}
+
+
+def _jsonl(path: Path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _yaml(path: Path, body: dict) -> None:
+    lines = []
+    for k, v in body.items():
+        lines.append(f"{k}: {json.dumps(v)}")  # JSON is YAML
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_local_tasks(root: Path) -> Path:
+    """The six tasks under their lm-eval names: each includes lm-eval's own YAML, data from local JSONL."""
+    d = root / "tasks"
+    (d / "data").mkdir(parents=True)
+    first_n = {"sampler": "first_n"}  # deterministic few-shot examples, so the test can rebuild prompts
+
+    def files(name, **splits):
+        return {"data_files": {s: _jsonl(d / "data" / f"{name}_{s}.jsonl", rows) for s, rows in splits.items()}}
+
+    _yaml(d / "arc_challenge.yaml", {
+        "include": str(TASK_DIR / "arc" / "arc_challenge.yaml"), "task": "arc_challenge",
+        "dataset_path": "json", "dataset_name": None, "fewshot_config": first_n,
+        "dataset_kwargs": files("arc", train=[arc(i) for i in range(100, 125)],
+                                validation=[arc(i) for i in range(3)], test=[arc(i) for i in range(5)])})
+    _yaml(d / "hellaswag.yaml", {
+        "include": str(TASK_DIR / "hellaswag" / "hellaswag.yaml"), "task": "hellaswag",
+        "dataset_path": "json", "dataset_name": None, "fewshot_config": first_n,
+        "dataset_kwargs": files("hs", train=[hellaswag(i) for i in range(50, 60)],
+                                validation=[hellaswag(i) for i in range(4)])})
+    _yaml(d / "truthfulqa_mc2.yaml", {
+        "include": str(TASK_DIR / "truthfulqa" / "truthfulqa_mc2.yaml"), "task": "truthfulqa_mc2",
+        "dataset_path": "json", "dataset_name": None,
+        "dataset_kwargs": files("tqa", validation=[truthfulqa(i) for i in range(4)])})
+    _yaml(d / "winogrande.yaml", {
+        "include": str(TASK_DIR / "winogrande" / "default.yaml"), "task": "winogrande",
+        "dataset_path": "json", "dataset_name": None, "fewshot_config": first_n,
+        "dataset_kwargs": files("wg", train=[winogrande(i) for i in range(10, 15)],
+                                validation=[winogrande(i) for i in range(4)])})
+    _yaml(d / "gsm8k.yaml", {
+        "include": str(TASK_DIR / "gsm8k" / "gsm8k.yaml"), "task": "gsm8k",
+        "dataset_path": "json", "dataset_name": None, "fewshot_config": first_n,
+        "dataset_kwargs": files("gsm", train=[gsm8k(i, 3) for i in range(5)],
+                                test=[gsm8k(1, 7), gsm8k(2, 8), gsm8k(3, 7)])})
+    # MMLU: two subjects of different sizes under a group named like lm-eval's (sample-weighted) one.
+    subjects = {"anatomy": 2, "astronomy": 5}
+    for subj, n in subjects.items():
+        _yaml(d / f"mmlu_{subj}.yaml", {
+            "include": str(TASK_DIR / "mmlu" / "default" / "_default_template_yaml"),
+            "task": f"mmlu_{subj}", "dataset_path": "json", "dataset_name": None,
+            "description": f"The following are multiple choice questions (with answers) about {subj}.\n\n",
+            "dataset_kwargs": files(f"mmlu_{subj}", dev=[mmlu(i) for i in range(20, 25)],
+                                    test=[mmlu(i) for i in range(n)])})
+    _yaml(d / "_mmlu.yaml", {"group": "mmlu", "task": [f"mmlu_{s}" for s in subjects],
+                             "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}],
+                             "metadata": {"version": 2}})
+    return d
+
+
+# ------------------------------------------------------------------------------- hand computation
+
+class HandLM:
+    """Log-likelihoods straight from transformers, encoding as a causal LM harness must:
+    encode context+continuation whole and split at the context's length (trailing spaces go to the
+    continuation)."""
+
+    def __init__(self, path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def loglik(self, context: str, continuation: str) -> float:
+        n = len(context) - len(context.rstrip())
+        if n:
+            context, continuation = context[:-n], context[-n:] + continuation
+        whole = self.tok.encode(context + continuation)
+        ctx = self.tok.encode(context)
+        cont = whole[len(ctx):]
+        ids = self.torch.tensor([ctx + cont])
+        with self.torch.no_grad():
+            logp = self.model(ids).logits[0].double().log_softmax(-1)
+        pos = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
+        return float(sum(logp[p, t] for p, t in zip(pos, cont)))
+
+    def generate(self, prompt: str, max_new_tokens: int = 16) -> str:
+        ids = self.torch.tensor([self.tok.encode(prompt)])
+        with self.torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        return self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def fewshot(shots, text, target, query, description=""):
+    """lm-eval's default few-shot layout: description, 'text target' blocks joined by blank lines."""
+    return description + "".join(f"{text(s)} {target(s)}\n\n" for s in shots) + query
+
+
+def mc_scores(lm, ctx, choices, gold, contexts=None):
+    """(acc, acc_norm) of one multiple-choice item; acc_norm divides by the choice's length in
+    characters, as lm-eval does."""
+    if contexts is not None:  # winogrande: one context per option, shared continuation
+        lls = np.array([lm.loglik(c, choices) for c in contexts])
+        return float(np.argmax(lls) == gold), None
+    lls = np.array([lm.loglik(ctx, " " + c) for c in choices])
+    lens = np.array([len(c) for c in choices], dtype=float)
+    return float(np.argmax(lls) == gold), float(np.argmax(lls / lens) == gold)
+
+
+def hand_scores(model_dir: Path, scripted_dir: Path) -> dict[str, float]:
+    from lm_eval.tasks.hellaswag.utils import preprocess
+
+    lm = HandLM(model_dir)
+    out = {}
+    # ARC: 25-shot acc_norm over the 5 test items.
+    q = lambda d: f"Question: {d['question']}\nAnswer:"
+    tgt = lambda d: d["choices"]["text"]["ABCD".index(d["answerKey"])]
+    shots = [arc(i) for i in range(100, 125)]
+    out["arc_challenge"] = np.mean([mc_scores(lm, fewshot(shots, q, tgt, q(d)), d["choices"]["text"],
+                                              "ABCD".index(d["answerKey"]))[1] for d in map(arc, range(5))])
+    # HellaSwag: 10-shot acc_norm, documents preprocessed as lm-eval's hellaswag does.
+    def hs(d):
+        return {"query": preprocess(d["activity_label"] + ": " + d["ctx_a"] + " " + d["ctx_b"].capitalize()),
+                "choices": [preprocess(e) for e in d["endings"]], "gold": int(d["label"])}
+    shots = [hs(hellaswag(i)) for i in range(50, 60)]
+    out["hellaswag"] = np.mean([
+        mc_scores(lm, fewshot(shots, lambda s: s["query"], lambda s: s["choices"][s["gold"]], d["query"]),
+                  d["choices"], d["gold"])[1] for d in (hs(hellaswag(i)) for i in range(4))])
+    # TruthfulQA MC2: normalised probability mass on the true answers, 0-shot with lm-eval's QA preamble.
+    from lm_eval.tasks import TaskManager  # noqa: F401  (module import only; the preamble is read below)
+    preamble = _truthfulqa_preamble()
+    mc2 = []
+    for d in map(truthfulqa, range(4)):
+        ctx = preamble + "\n\nQ: " + d["question"] + "\nA:"
+        p = np.exp([lm.loglik(ctx, " " + c) for c in d["mc2_targets"]["choices"]])
+        mc2.append(p[np.array(d["mc2_targets"]["labels"]) == 1].sum() / p.sum())
+    out["truthfulqa_mc2"] = float(np.mean(mc2))
+    # Winogrande: partial scoring, 5-shot; the option fills the blank in the context, the rest is scored.
+    def wg(d):
+        i = d["sentence"].index("_")
+        return ([d["sentence"][:i] + o for o in (d["option1"], d["option2"])],
+                d["sentence"][i + 1:].strip(), int(d["answer"]) - 1)
+    shots = [wg(winogrande(i)) for i in range(10, 15)]
+    prefix = "".join(f"{ctxs[g]} {rest}\n\n" for ctxs, rest, g in shots)
+    accs = []
+    for d in map(winogrande, range(4)):
+        ctxs, rest, g = wg(d)
+        accs.append(mc_scores(lm, None, " " + rest, g, contexts=[prefix + c for c in ctxs])[0])
+    out["winogrande"] = float(np.mean(accs))
+    # MMLU: per-subject acc, then the plain mean over subjects (the leaderboard's average).
+    def mm(subj, d):
+        return (f"{d['question'].strip()}\nA. {d['choices'][0]}\nB. {d['choices'][1]}\n"
+                f"C. {d['choices'][2]}\nD. {d['choices'][3]}\nAnswer:")
+    subj_acc = {}
+    for subj, n in {"anatomy": 2, "astronomy": 5}.items():
+        desc = f"The following are multiple choice questions (with answers) about {subj}.\n\n"
+        shots = [mmlu(i) for i in range(20, 25)]
+        subj_acc[subj] = np.mean([
+            mc_scores(lm, fewshot(shots, lambda s: mm(subj, s), lambda s: "ABCD"[s["answer"]], mm(subj, d), desc),
+                      list("ABCD"), d["answer"])[0] for d in map(mmlu, range(n))])
+    out["mmlu"] = float(np.mean(list(subj_acc.values())))
+    out["_mmlu_weighted"] = float((subj_acc["anatomy"] * 2 + subj_acc["astronomy"] * 5) / 7)
+    # GSM8K (scripted model): greedy answer, strict "#### <number>" extraction, exact match.
+    slm = HandLM(scripted_dir)
+    em = []
+    shots = [gsm8k(i, 3) for i in range(5)]
+    for d in (gsm8k(1, 7), gsm8k(2, 8), gsm8k(3, 7)):
+        prompt = fewshot(shots, lambda s: f"Question: {s['question']}\nAnswer:", lambda s: s["answer"],
+                         f"Question: {d['question']}\nAnswer:")
+        gen = slm.generate(prompt)
+        m = re.search(r"#### (\-?[0-9\.\,]+)", gen)
+        pred = m.group(1) if m else "[invalid]"
+        em.append(float(pred == d["answer"].split("#### ")[-1]))
+    out["gsm8k"] = float(np.mean(em))
+    return out
+
+
+def _truthfulqa_preamble() -> str:
+    import yaml
+
+    text = yaml.safe_load((TASK_DIR / "truthfulqa" / "truthfulqa_mc1.yaml").read_text())["doc_to_text"]
+    return re.search(r"set prompt_qa = '(.*?)'\s*%\}", text, re.S).group(1)
+
+
+def build_scripted_model(src: Path, out: Path) -> Path:
+    """A bigram model from the tiny checkpoint whose greedy continuation of '...Answer:' is ANSWER then EOS:
+    attention and MLP outputs are zeroed (the residual stream is the token embedding), and three
+    embedding/unembedding rows are set so ':' -> ' #### 7' -> ' 8' -> EOS."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.add_tokens([" #### 7", " 8"])
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    colon = tok.encode("Question: Tom has 1 apples.\nAnswer:")[-1]
+    t1, t2 = tok.convert_tokens_to_ids([" #### 7", " 8"])
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        for k, (src_tok, dst_tok) in enumerate([(colon, t1), (t1, t2), (t2, tok.eos_token_id)]):
+            e = torch.zeros(emb.shape[1])
+            e[k] = 1.0
+            emb[src_tok] = e
+            head[dst_tok] = 0
+            head[dst_tok, k] = 50.0
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+@pytest.fixture(scope="module")
+def local_tasks(tmp_path_factory) -> Path:
+    return write_local_tasks(tmp_path_factory.mktemp("lb"))
+
+
+@pytest.fixture(scope="module")
+def scripted_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return build_scripted_model(tiny_model_dir, tmp_path_factory.mktemp("scripted"))
+
+
+def local_cfg(tasks_dir: Path, **kw) -> LeaderboardConfig:
+    return LeaderboardConfig(include_path=(str(tasks_dir),), include_defaults=False, batch_size=4,
+                             device="cpu", dtype="float32", offline=True, gen_max_new_tokens=16, **kw)
+
+
+MC_TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande")
+
+
+@pytest.fixture(scope="module")
+def evaluated(local_tasks, tiny_model_dir, scripted_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    scores = evaluate_checkpoints([("tiny", tiny_model_dir)], local_cfg(local_tasks, tasks=MC_TASKS), run)
+    scores |= evaluate_checkpoints([("scripted", scripted_dir)], local_cfg(local_tasks, tasks=("gsm8k",)), run)
+    return run, scores
+
+
+def test_scores_match_hand_computation(evaluated, tiny_model_dir, scripted_dir):
+    run, scores = evaluated
+    hand = hand_scores(tiny_model_dir, scripted_dir)
+    for task in MC_TASKS:
+        assert scores["tiny"][task] == pytest.approx(hand[task], abs=1e-6), task
+    assert scores["scripted"]["gsm8k"] == pytest.approx(hand["gsm8k"])
+    assert hand["gsm8k"] == pytest.approx(2 / 3)  # strict match: '7' (not flexible's last number '8')
+
+
+def test_result_files_record_settings_and_raw(evaluated):
+    run, scores = evaluated
+    rec = json.loads(result_path(run, "tiny", "arc_challenge").read_text())
+    assert rec["num_fewshot"] == 25 and rec["raw"]["n-shot"]["arc_challenge"] == 25
+    assert rec["metric"] == "acc_norm,none"
+    assert rec["score"] == rec["raw"]["results"]["arc_challenge"]["acc_norm,none"]
+    assert rec["lm_eval_version"] == __import__("lm_eval").__version__
+    assert rec["task_versions"]["arc_challenge"] is not None and len(rec["task_hashes"]["arc_challenge"]) > 8
+    assert rec["task_config_sha256"]["arc_challenge"]
+    for task, spec in TASKS_BY_NAME.items():
+        mid = "scripted" if task == "gsm8k" else "tiny"
+        r = json.loads(result_path(run, mid, task).read_text())
+        n_shot = r["raw"]["n-shot"]
+        assert all(n_shot[t] == spec.num_fewshot for t in n_shot if t == task or t.startswith("mmlu_")), task
+    mm = json.loads(result_path(run, "tiny", "mmlu").read_text())
+    subj = [mm["raw"]["results"][t]["acc,none"] for t in ("mmlu_anatomy", "mmlu_astronomy")]
+    assert mm["score"] == pytest.approx(np.mean(subj))
+    # lm-eval's own group number is sample-weighted (2 and 5 items): ours is the plain mean.
+    assert mm["raw"]["results"]["mmlu"]["acc,none"] == pytest.approx((subj[0] * 2 + subj[1] * 5) / 7)
+    gsm = json.loads(result_path(run, "scripted", "gsm8k").read_text())
+    assert gsm["metric"] == "exact_match,strict-match"
+    assert gsm["raw"]["results"]["gsm8k"]["exact_match,flexible-extract"] == 0.0  # last number is 8
+
+
+def test_csv_layout(evaluated):
+    import pandas as pd
+
+    run, scores = evaluated
+    df = pd.read_csv(run / "leaderboard" / "scores.csv", index_col="model_id")
+    assert list(df.columns) == [t.column for t in LEADERBOARD_TASKS] + ["Average"]
+    assert sorted(df.index) == ["scripted", "tiny"]
+    assert df.loc["tiny", "ARC"] == pytest.approx(100 * scores["tiny"]["arc_challenge"], abs=1e-4)
+    assert df.loc["scripted", "GSM8K"] == pytest.approx(100 * 2 / 3, abs=1e-4)
+    assert math.isnan(df.loc["tiny", "GSM8K"]) and math.isnan(df.loc["tiny", "Average"])  # incomplete row
+
+
+def test_average_over_complete_rows(tmp_path):
+    lb = tmp_path / "leaderboard" / "m"
+    lb.mkdir(parents=True)
+    vals = dict(zip(TASKS_BY_NAME, (0.5, 0.6, 0.4, 0.3, 0.7, 0.1)))
+    for task, v in vals.items():
+        (lb / f"{task}.json").write_text(json.dumps({"model_id": "m", "task": task, "score": v}))
+    df = scores_table(tmp_path)
+    assert df.loc["m", "Average"] == pytest.approx(100 * sum(vals.values()) / 6)
+    (lb / "gsm8k.json").write_text("{broken")
+    with pytest.raises(LeaderboardError, match=r"gsm8k\.json: not valid JSON"):
+        scores_table(tmp_path)
+
+
+def test_rerun_reuses_and_settings_change_recomputes(local_tasks, tiny_model_dir, tmp_path, monkeypatch):
+    import lm_eval
+
+    calls = []
+    real = lm_eval.simple_evaluate
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda *a, **k: calls.append(k["tasks"]) or real(*a, **k))
+    cfg = local_cfg(local_tasks, tasks=("truthfulqa_mc2", "winogrande"), limit=2)
+    first = evaluate_checkpoint(tiny_model_dir, cfg, tmp_path, model_id="tiny")
+    assert len(calls) == 2
+    again = evaluate_checkpoint(tiny_model_dir, cfg, tmp_path, model_id="tiny")
+    assert len(calls) == 2 and again == first  # nothing recomputed
+    cfg3 = local_cfg(local_tasks, tasks=("truthfulqa_mc2", "winogrande"), limit=2,
+                     num_fewshot={"winogrande": 1})
+    evaluate_checkpoint(tiny_model_dir, cfg3, tmp_path, model_id="tiny")
+    assert len(calls) == 3  # only winogrande: its shot count changed
+    rec = json.loads(result_path(tmp_path, "tiny", "winogrande").read_text())
+    assert rec["num_fewshot"] == 1 and rec["raw"]["n-shot"]["winogrande"] == 1
+
+
+def test_checkpoint_content_change_recomputes(local_tasks, tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import lm_eval
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, ckpt)
+    calls = []
+    real = lm_eval.simple_evaluate
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = local_cfg(local_tasks, tasks=("truthfulqa_mc2",), limit=1)
+    evaluate_checkpoint(ckpt, cfg, tmp_path / "run", model_id="m")
+    gen = ckpt / "generation_config.json"
+    gen.write_text(gen.read_text().replace("{", '{"_touched": true,', 1))  # content changed
+    evaluate_checkpoint(ckpt, cfg, tmp_path / "run", model_id="m")
+    assert len(calls) == 2
+    os.utime(gen)  # same content, new mtime: re-hashed, same hash, reused
+    evaluate_checkpoint(ckpt, cfg, tmp_path / "run", model_id="m")
+    assert len(calls) == 2
+
+
+def test_unknown_task_errors(local_tasks, tiny_model_dir, tmp_path):
+    with pytest.raises(LeaderboardError, match="unknown leaderboard task 'arc_easy'"):
+        evaluate_checkpoint(tiny_model_dir, local_cfg(local_tasks, tasks=("arc_easy",)), tmp_path, model_id="m")
+    empty = tmp_path / "empty_tasks"
+    empty.mkdir()
+    with pytest.raises(LeaderboardError, match="'gsm8k' is not in lm-eval's task registry.*--include-path"):
+        evaluate_checkpoint(tiny_model_dir, local_cfg(empty, tasks=("gsm8k",)), tmp_path, model_id="m")
+
+
+def test_non_model_path_errors(local_tasks, tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    for bad, msg in ((tmp_path / "missing", "not a directory"),
+                     (tmp_path / "notamodel", "not a Hugging Face model checkpoint")):
+        with pytest.raises(LeaderboardError, match=msg):
+            evaluate_checkpoint(bad, local_cfg(local_tasks, tasks=("gsm8k",)), tmp_path, model_id="m")
+
+
+def test_unreachable_dataset_offline(tiny_model_dir, tmp_path, monkeypatch):
+    import time
+
+    d = tmp_path / "tasks"
+    d.mkdir()
+    _yaml(d / "winogrande.yaml", {"include": str(TASK_DIR / "winogrande" / "default.yaml"),
+                                  "task": "winogrande", "dataset_path": "srdpo-test/not-cached-anywhere"})
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty_cache"))
+    t0 = time.time()
+    with pytest.raises(LeaderboardError, match=r"srdpo-test/not-cached-anywhere.*offline: run once online"):
+        evaluate_checkpoint(tiny_model_dir, local_cfg(d, tasks=("winogrande",)), tmp_path, model_id="m")
+    assert time.time() - t0 < 60
+
+
+def test_run_checkpoints_lists_steps_in_order(tmp_path):
+    run = tmp_path / "train" / "sr-dpo"
+    for name in ("checkpoint-20", "checkpoint-100", "checkpoint-3", "final", "logs"):
+        (run / name).mkdir(parents=True)
+    assert [m for m, _ in run_checkpoints(run)] == ["sr-dpo-step3", "sr-dpo-step20", "sr-dpo-step100", "sr-dpo"]
+    with pytest.raises(LeaderboardError, match="no checkpoint"):
+        run_checkpoints(run / "logs")
