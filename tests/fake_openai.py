@@ -7,6 +7,11 @@ Usage::
         ...
         server.requests      # POSTs to /v1/chat/completions received so far (faulty ones included)
         server.completed     # of those, answered with a judgment (HTTP 200)
+        server.log           # per request: n, fault, Authorization header, JSON body (in-process only)
+
+``subprocess=True`` runs the same server in a child Python process (no GIL shared with the client:
+for timings); then ``faults`` must be a dict, ``reply`` the default, and the counts are read over
+HTTP (``GET /stats``). ``python tests/fake_openai.py --latency 0.1`` serves until killed.
 
 Replies are deterministic functions of the request (``scripted_reply``): single-grading prompts get
 ``Rating: [[n]]`` with n in 1..10 from a hash of the user prompt, pairwise prompts get ``[[A]]``,
@@ -25,10 +30,14 @@ function (n, body) -> kind | None. Kinds:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -53,27 +62,59 @@ class FakeOpenAI:
 
     def __init__(self, *, latency: float = 0.0, faults: dict[int, str] | Callable[[int, dict], str | None] | None = None,
                  retry_after: float = 1, slow_s: float = 2.0,
-                 reply: Callable[[list[dict[str, str]]], str] = scripted_reply):
+                 reply: Callable[[list[dict[str, str]]], str] = scripted_reply, subprocess: bool = False):
+        if subprocess and (callable(faults) or reply is not scripted_reply):
+            raise ValueError("FakeOpenAI(subprocess=True) takes a dict of faults and the scripted reply only")
+        self.subprocess = subprocess
+        self._proc = None
+        self._port = None
         self.latency = latency
         self.faults = faults or {}
         self.retry_after = retry_after
         self.slow_s = slow_s
         self.reply = reply
-        self.requests = 0
-        self.completed = 0
+        self._requests = 0
+        self._completed = 0
         self.log: list[dict] = []  # one entry per request: n, fault, authorization, body
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def _stats(self) -> dict:
+        if not self.subprocess:
+            return {"requests": self._requests, "completed": self._completed}
+        with urllib.request.urlopen(f"{self.base_url}/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    @property
+    def requests(self) -> int:
+        return self._stats()["requests"]
+
+    @property
+    def completed(self) -> int:
+        return self._stats()["completed"]
 
     def _fault(self, n: int, body: dict) -> str | None:
         return self.faults(n, body) if callable(self.faults) else self.faults.get(n)
 
     def __enter__(self) -> "FakeOpenAI":
+        if self.subprocess:
+            cmd = [sys.executable, __file__, "--latency", str(self.latency), "--retry-after", str(self.retry_after),
+                   "--slow-s", str(self.slow_s), "--faults", json.dumps({str(k): v for k, v in self.faults.items()})]
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            line = self._proc.stdout.readline()
+            if not line.startswith("PORT "):
+                self._proc.kill()
+                raise RuntimeError(f"fake OpenAI server did not start (said {line!r})")
+            self._port = int(line.split()[1])
+            return self
+        self._serve()
+        return self
+
+    def _serve(self, port: int = 0) -> None:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,13 +133,18 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/stats":
+                    return self._send(200, fake._stats())
+                return self._send(404, {"error": {"message": f"no route {self.path}"}})
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 with fake._lock:
-                    n = fake.requests
-                    fake.requests += 1
+                    n = fake._requests
+                    fake._requests += 1
                     fault = fake._fault(n, body)
                     fake.log.append({"n": n, "fault": fault, "authorization": self.headers.get("Authorization"),
                                      "body": body})
@@ -119,7 +165,7 @@ class FakeOpenAI:
                     time.sleep(fake.slow_s)
                 text = MALFORMED_REPLY if fault == "malformed" else fake.reply(body["messages"])
                 with fake._lock:
-                    fake.completed += 1
+                    fake._completed += 1
                 self._send(200, {
                     "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", ""),
@@ -127,11 +173,51 @@ class FakeOpenAI:
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the default backlog (5) refuses bursts of concurrent clients
+
+        self._server = Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
 
     def __exit__(self, *exc) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            return
         self._server.shutdown()
         self._server.server_close()
+
+
+def write_answers(path, questions, model_id: str) -> None:
+    """A FastChat answer file for ``questions`` (benchmarks.fastchat_data.Question) with made-up turns."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for q in questions:
+            turns = [f"{model_id} answers turn {i + 1} of question {q.question_id}." for i in range(len(q.turns))]
+            f.write(json.dumps({"question_id": q.question_id, "answer_id": f"{model_id}-{q.question_id}",
+                                "model_id": model_id, "choices": [{"index": 0, "turns": turns}],
+                                "tstamp": 0.0}) + "\n")
+
+
+def _main() -> None:
+    ap = argparse.ArgumentParser(description="Serve the fake OpenAI judge on 127.0.0.1 (prints PORT n).")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--retry-after", type=float, default=1)
+    ap.add_argument("--slow-s", type=float, default=2.0)
+    ap.add_argument("--faults", default="{}", help='JSON {"request number": kind}')
+    args = ap.parse_args()
+    faults = {int(k): v for k, v in json.loads(args.faults).items()}
+    fake = FakeOpenAI(latency=args.latency, faults=faults, retry_after=args.retry_after, slow_s=args.slow_s)
+    fake._serve(args.port)
+    print(f"PORT {fake._port}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    _main()

@@ -331,6 +331,19 @@ def list_answer_models(run_dir, bench: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.jsonl"))
 
 
+def _run_sync(coro, backend: ChatBackend):
+    """Run ``coro`` in a fresh event loop, closing the backend's connections before the loop ends."""
+
+    async def main():
+        try:
+            return await coro
+        finally:
+            if hasattr(backend, "aclose"):
+                await backend.aclose()
+
+    return asyncio.run(main())
+
+
 def judge_single(run_dir, bench: str, backend: ChatBackend, *, models: list[str] | None = None, data_dir=None,
                  concurrency: int = 16, cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
                  progress: bool = True, **estimate_kw) -> JudgeSummary:
@@ -342,9 +355,9 @@ def judge_single(run_dir, bench: str, backend: ChatBackend, *, models: list[str]
     False. ``dry_run`` counts calls, cache hits, tokens and cost, and calls nothing. Raises
     :class:`JudgeRunError` after the run if some judgments failed after all retries.
     """
-    return asyncio.run(judge_async(run_dir, bench, backend, mode="single", models=models, data_dir=data_dir,
-                                   concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
-                                   **estimate_kw))
+    return _run_sync(judge_async(run_dir, bench, backend, mode="single", models=models, data_dir=data_dir,
+                                 concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
+                                 **estimate_kw), backend)
 
 
 def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tuple[str, str]], data_dir=None,
@@ -355,6 +368,6 @@ def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tup
     Each (model_1, model_2) is judged on every question and turn (MT-Bench 160 records, Vicuna-Bench 80);
     a pair already judged in either order is not judged again. Otherwise as :func:`judge_single`.
     """
-    return asyncio.run(judge_async(run_dir, bench, backend, mode="pairwise", pairs=pairs, data_dir=data_dir,
-                                   concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
-                                   **estimate_kw))
+    return _run_sync(judge_async(run_dir, bench, backend, mode="pairwise", pairs=pairs, data_dir=data_dir,
+                                 concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
+                                 **estimate_kw), backend)
