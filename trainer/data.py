@@ -105,7 +105,9 @@ def load_preference_data(source: str, *, split: str = "train") -> list[dict]:
 
         records = [dict(r) for r in datasets.load_dataset(source, split=split)]
     for i, rec in enumerate(records):
-        rec.setdefault("id", i)
+        rid = rec.get("id")
+        if rid is None or (isinstance(rid, float) and rid != rid):  # absent, or NaN from a parquet column
+            rec["id"] = i
     return records
 
 
@@ -229,6 +231,12 @@ def normalize_record(rec: dict, where: str) -> tuple[str, object, object, object
 # ------------------------------------------------------------------------------------- tokenization
 
 
+def _is_empty(completion) -> bool:
+    if isinstance(completion, str):
+        return not completion.strip()
+    return not completion or all(not m["content"].strip() for m in completion)
+
+
 def _with_quality_prompt(messages: list[dict], p: str, where: str) -> list[dict]:
     out = [dict(m) for m in messages]
     for m in out:
@@ -320,6 +328,9 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
         rid = rec.get("id", i)
         where = f"{source}: " + (f"line {rec['_line']}" if "_line" in rec else f"record {i}") + f" (id {rid})"
         kind, prompt, chosen, rejected = normalize_record(rec, where)
+        if _is_empty(chosen) or _is_empty(rejected):
+            report.dropped.append((rid, "empty completion"))
+            continue
         prompt_text, c_text, r_text, refine_text, p_end, special = _texts(
             kind, prompt, chosen, rejected, tokenizer, cfg, where
         )
@@ -332,8 +343,8 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
         if not prompt_ids:
             report.dropped.append((rid, "empty prompt (no token to condition on)"))
             continue
-        if not c_text or not r_text or not c_ids or not r_ids:
-            report.dropped.append((rid, "empty completion"))
+        if not c_ids or not r_ids:
+            report.dropped.append((rid, "completion has 0 tokens"))
             continue
         pt = ct = False
         longer = max(len(c_ids), len(r_ids))

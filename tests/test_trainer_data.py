@@ -1,0 +1,246 @@
+"""trainer/data.py: formats, chat template, placement of p, truncation rules, errors, padding.
+
+Expected token sequences are built by encoding hand-written strings (the ChatML layout written out),
+never by calling the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainer.data import (QUALITY_PROMPT, DataConfig, collate, load_preference_data, normalize_record,
+                          tokenize_pairs)
+
+P = QUALITY_PROMPT
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from trainer.modeling import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+def enc(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def chatml(*turns, gen=False):
+    s = "".join(f"<|im_start|>{r}\n{c}<|im_end|>\n" for r, c in turns)
+    return s + ("<|im_start|>assistant\n" if gen else "")
+
+
+def one(tok, rec, **cfg):
+    pairs, report = tokenize_pairs([rec], tok, DataConfig(**cfg))
+    assert report.kept == 1, report
+    return pairs[0]
+
+
+def test_quality_prompt_is_the_papers():
+    assert P.startswith("Please generate a response with a usefulness rating of 100 out of 100")
+    assert P.endswith("where 100 is the maximum and 1 is the minimum. Query:")
+    assert "Note that the response should be harmless." in P
+
+
+def test_plain_strings_eos_appended_and_placement(tok):
+    rec = {"prompt": "Human: hi\n\nAssistant:", "chosen": " good", "rejected": " bad"}
+    for placement in ("user", "raw"):  # plain text: both placements put p before the whole prompt
+        pair = one(tok, rec, refine=True, prompt_placement=placement)
+        assert pair.prompt_ids == enc(tok, "Human: hi\n\nAssistant:")
+        assert pair.chosen_ids == enc(tok, " good") + [tok.eos_token_id]
+        assert pair.rejected_ids == enc(tok, " bad") + [tok.eos_token_id]
+        assert pair.refine_prompt_ids == enc(tok, P + " Human: hi\n\nAssistant:")
+    assert one(tok, rec).refine_prompt_ids is None
+
+
+def test_messages_rendered_with_chat_template_and_p_in_user_turn(tok):
+    rec = {"prompt": [{"role": "user", "content": "Hi there"}],
+           "chosen": [{"role": "assistant", "content": "Hello"}],
+           "rejected": [{"role": "assistant", "content": "Go away"}]}
+    pair = one(tok, rec, refine=True)
+    assert pair.prompt_ids == enc(tok, chatml(("user", "Hi there"), gen=True))
+    assert pair.chosen_ids == enc(tok, "Hello<|im_end|>\n")
+    assert pair.rejected_ids == enc(tok, "Go away<|im_end|>\n")
+    assert pair.refine_prompt_ids == enc(tok, chatml(("user", P + " Hi there"), gen=True))
+    raw = one(tok, rec, refine=True, prompt_placement="raw")
+    assert raw.refine_prompt_ids == enc(tok, P + " " + chatml(("user", "Hi there"), gen=True))
+    assert raw.chosen_ids == pair.chosen_ids
+
+
+def test_p_goes_in_first_user_turn_of_a_conversation(tok):
+    prompt = [{"role": "system", "content": "Be nice"}, {"role": "user", "content": "A"},
+              {"role": "assistant", "content": "B"}, {"role": "user", "content": "C"}]
+    rec = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "D"}],
+           "rejected": [{"role": "assistant", "content": "E"}]}
+    pair = one(tok, rec, refine=True)
+    want = chatml(("system", "Be nice"), ("user", P + " A"), ("assistant", "B"), ("user", "C"), gen=True)
+    assert pair.refine_prompt_ids == enc(tok, want)
+
+
+def test_chat_template_forced_on_plain_strings(tok):
+    rec = {"prompt": "Hi", "chosen": "Yes", "rejected": "No"}
+    pair = one(tok, rec, chat_template=True, refine=True)
+    assert pair.prompt_ids == enc(tok, chatml(("user", "Hi"), gen=True))
+    assert pair.chosen_ids == enc(tok, "Yes<|im_end|>\n")
+    assert pair.refine_prompt_ids == enc(tok, chatml(("user", P + " Hi"), gen=True))
+
+
+def test_ultrafeedback_binarized_strips_repeated_user_turn(tok):
+    user = {"role": "user", "content": "Name a colour"}
+    rec = {"prompt": "Name a colour", "chosen": [user, {"role": "assistant", "content": "Blue"}],
+           "rejected": [user, {"role": "assistant", "content": "Seven"}], "score_chosen": 9.0}
+    pair = one(tok, rec)
+    assert pair.prompt_ids == enc(tok, chatml(("user", "Name a colour"), gen=True))
+    assert pair.chosen_ids == enc(tok, "Blue<|im_end|>\n")
+    assert pair.rejected_ids == enc(tok, "Seven<|im_end|>\n")
+
+
+def test_implicit_prompt_messages_match_trl_extract_prompt():
+    from trl.data_utils import extract_prompt
+
+    u1, a1 = {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}
+    u2 = {"role": "user", "content": "q2"}
+    rec = {"chosen": [u1, a1, u2, {"role": "assistant", "content": "yes"}],
+           "rejected": [u1, a1, u2, {"role": "assistant", "content": "no"}]}
+    kind, prompt, chosen, rejected = normalize_record(rec, "x")
+    trl = extract_prompt(dict(rec))
+    assert kind == "chat" and (prompt, chosen, rejected) == (trl["prompt"], trl["chosen"], trl["rejected"])
+
+
+def test_implicit_prompt_hh_rlhf_strings_split_at_last_shared_assistant(tok):
+    chosen = "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Tell me\n\nAssistant: Sure, here it is."
+    rejected = "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Tell me\n\nAssistant: Sorry no."
+    kind, prompt, c, r = normalize_record({"chosen": chosen, "rejected": rejected}, "x")
+    assert (kind, prompt) == ("text", "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Tell me\n\nAssistant:")
+    assert (c, r) == (" Sure, here it is.", " Sorry no.")
+    # Shared words after "Assistant:" stay in the completions (the split is at the turn boundary)
+    _, prompt, c, r = normalize_record({"chosen": "\n\nHuman: x\n\nAssistant: I think yes",
+                                        "rejected": "\n\nHuman: x\n\nAssistant: I think no"}, "x")
+    assert (prompt, c, r) == ("\n\nHuman: x\n\nAssistant:", " I think yes", " I think no")
+    pair = one(tok, {"chosen": chosen, "rejected": rejected})
+    assert pair.prompt_ids == enc(tok, "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Tell me\n\nAssistant:")
+
+
+def test_truncation_long_prompt_keeps_its_end(tok):
+    prompt = " ".join(f"w{i}" for i in range(60))
+    full = enc(tok, prompt)
+    c = enc(tok, " yes") + [tok.eos_token_id]
+    L, Pm = len(full) + len(c) - 1, 10  # one token too long
+    pairs, rep = tokenize_pairs([{"prompt": prompt, "chosen": " yes", "rejected": " no"}], tok,
+                                DataConfig(max_length=L, max_prompt_length=Pm))
+    assert pairs[0].prompt_ids == full[-Pm:]
+    assert pairs[0].chosen_ids == c
+    assert (rep.prompt_truncated, rep.completion_truncated) == (1, 0)
+    assert pairs[0].prompt_truncated and not pairs[0].completion_truncated
+
+
+def test_truncation_long_completion_cut_to_fit(tok):
+    long = " " + " ".join(["good"] * 50)
+    c_full = enc(tok, long) + [tok.eos_token_id]
+    pairs, rep = tokenize_pairs([{"prompt": "Hi", "chosen": long, "rejected": " no"}], tok,
+                                DataConfig(max_length=20, max_prompt_length=8))
+    pr = enc(tok, "Hi")
+    assert pairs[0].prompt_ids == pr  # shorter than max_prompt_length: untouched
+    assert pairs[0].chosen_ids == c_full[:20 - len(pr)]
+    assert pairs[0].rejected_ids == enc(tok, " no") + [tok.eos_token_id]  # already short: unchanged
+    assert rep.completion_truncated == 1 and rep.prompt_truncated == 0
+    assert len(pairs[0].prompt_ids) + len(pairs[0].chosen_ids) == 20
+
+
+def test_empty_completion_dropped_and_reported(tok, caplog):
+    recs = [{"id": "a", "prompt": "Hi", "chosen": "", "rejected": " no"},
+            {"id": "b", "prompt": [{"role": "user", "content": "Hi"}],
+             "chosen": [{"role": "assistant", "content": "ok"}], "rejected": [{"role": "assistant", "content": " "}]},
+            {"id": "c", "prompt": "Hi", "chosen": " yes", "rejected": " no"}]
+    with caplog.at_level("WARNING"):
+        pairs, rep = tokenize_pairs(recs, tok, DataConfig())
+    assert [p.id for p in pairs] == ["c"]
+    assert [d[0] for d in rep.dropped] == ["a", "b"]
+    assert "dropped pair id a" in caplog.text and "dropped pair id b" in caplog.text
+
+
+def test_refine_drops_start_of_x_keeps_header_and_p(tok):
+    x = " ".join(f"w{i}" for i in range(40))
+    rec = {"prompt": [{"role": "user", "content": x}], "chosen": [{"role": "assistant", "content": "ok"}],
+           "rejected": [{"role": "assistant", "content": "no way"}]}
+    base = one(tok, rec, refine=True, max_length=10_000, max_prompt_length=9_000)
+    L = len(base.refine_prompt_ids) - 7 + max(len(base.chosen_ids), len(base.rejected_ids))
+    pairs, rep = tokenize_pairs([rec], tok, DataConfig(max_length=L, max_prompt_length=L - 10, refine=True))
+    pair = pairs[0]
+    assert rep.refine_truncated == 1 and pair.refine_truncated
+    head = enc(tok, "<|im_start|>user\n" + P)
+    assert pair.refine_prompt_ids[:len(head)] == head  # header and all of p intact
+    k = len(head)
+    assert pair.refine_prompt_ids[k:] == base.refine_prompt_ids[k + 7:]  # 7 tokens cut right after p
+    assert pair.refine_prompt_ids[-3:] == enc(tok, "<|im_end|>\n<|im_start|>assistant\n")[-3:]
+    # completions scored on p ⊕ x are the x completions
+    assert (pair.chosen_ids, pair.rejected_ids) == (base.chosen_ids, base.rejected_ids)
+    assert len(pair.refine_prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids)) == L
+
+
+def test_refine_prompt_that_cannot_fit_is_dropped(tok):
+    rec = {"id": 7, "prompt": "Hi", "chosen": " yes", "rejected": " no"}
+    pairs, rep = tokenize_pairs([rec], tok, DataConfig(max_length=12, max_prompt_length=6, refine=True))
+    assert pairs == [] and rep.dropped[0][0] == 7 and "quality prompt" in rep.dropped[0][1]
+
+
+def test_malformed_records_name_file_line_and_field(tmp_path, tok):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n\n"
+                 + json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
+    recs = load_preference_data(str(f))
+    with pytest.raises(ValueError, match=r"d\.jsonl: line 3 \(id 1\): missing field 'rejected'"):
+        tokenize_pairs(recs, tok, DataConfig(), source=str(f))
+    f.write_text(json.dumps({"prompt": "a", "chosen": 3, "rejected": "c"}) + "\n")
+    with pytest.raises(ValueError, match=r"line 1 \(id 0\): field 'chosen'"):
+        tokenize_pairs(load_preference_data(str(f)), tok, DataConfig(), source=str(f))
+    f.write_text(json.dumps({"prompt": [{"role": "user"}], "chosen": "b", "rejected": "c"}) + "\n")
+    with pytest.raises(ValueError, match=r"line 1 \(id 0\): field 'prompt': message 0"):
+        tokenize_pairs(load_preference_data(str(f)), tok, DataConfig(), source=str(f))
+    f.write_text('{"prompt": "a"}\n{not json\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl: line 2: not valid JSON"):
+        load_preference_data(str(f))
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        load_preference_data(str(tmp_path / "missing.jsonl"))
+
+
+def test_load_json_and_parquet_with_ids(tmp_path):
+    import pandas as pd
+
+    recs = [{"prompt": "a", "chosen": "b", "rejected": "c", "chosen_rating": 5},
+            {"id": "x9", "prompt": "d", "chosen": "e", "rejected": "f", "chosen_rating": 2}]
+    (tmp_path / "d.json").write_text(json.dumps(recs))
+    pd.DataFrame(recs).to_parquet(tmp_path / "d.parquet")
+    for name in ("d.json", "d.parquet"):
+        out = load_preference_data(str(tmp_path / name))
+        assert [r["id"] for r in out] == [0, "x9"]
+        assert [r["chosen_rating"] for r in out] == [5, 2]
+
+
+def test_collate_pads_to_batch_max_only(tok):
+    recs = [{"prompt": "Hi", "chosen": " yes", "rejected": " no no no"},
+            {"prompt": "Hello there you", "chosen": " ok", "rejected": " n"}]
+    pairs, _ = tokenize_pairs(recs, tok, DataConfig(refine=True))
+    b = collate(pairs, pad_id=tok.pad_token_id, refine=True)
+    lens = [len(p.prompt_ids) + len(c) for c, p in
+            [(pairs[0].chosen_ids, pairs[0]), (pairs[1].chosen_ids, pairs[1]),
+             (pairs[0].rejected_ids, pairs[0]), (pairs[1].rejected_ids, pairs[1])]]
+    assert b["input_ids"].shape == (4, max(lens))
+    assert b["attention_mask"].sum(1).tolist() == lens
+    for row, (p, c) in enumerate([(pairs[0], pairs[0].chosen_ids), (pairs[1], pairs[1].chosen_ids),
+                                  (pairs[0], pairs[0].rejected_ids), (pairs[1], pairs[1].rejected_ids)]):
+        n = len(p.prompt_ids)
+        assert b["input_ids"][row, :n + len(c)].tolist() == p.prompt_ids + c
+        assert (b["input_ids"][row, n + len(c):] == tok.pad_token_id).all()
+        assert b["loss_mask"][row].nonzero().flatten().tolist() == list(range(n, n + len(c)))
+        rn = len(p.refine_prompt_ids)
+        assert b["refine_input_ids"][row, :rn + len(c)].tolist() == p.refine_prompt_ids + c
+        assert b["refine_loss_mask"][row].sum().item() == len(c)
+    assert b["refine_input_ids"].shape[1] == max(len(p.refine_prompt_ids) + max(len(p.chosen_ids),
+                                                                                 len(p.rejected_ids)) for p in pairs)
+    with pytest.raises(ValueError, match="refine=True"):
+        collate(tokenize_pairs(recs, tok, DataConfig())[0], 0, refine=True)
+    assert b["loss_mask"].dtype == torch.bool
