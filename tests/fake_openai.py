@@ -176,6 +176,10 @@ class FakeOpenAI:
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default backlog (5) refuses bursts of concurrent clients
 
+            def handle_error(self, request, client_address) -> None:
+                if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                    super().handle_error(request, client_address)  # a client that timed out is expected
+
         self._server = Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
