@@ -18,16 +18,17 @@ GRID = (11.0, 7.5)  # 2 × 2 or 2 × 3 panels
 
 # Colour-blind-safe (Okabe–Ito); the base/SFT start is grey so the objectives stand out.
 COLORS = {
-    "dpo": "#0072B2",
-    "sr-dpo": "#D55E00",
-    "ipo": "#009E73",
-    "sr-ipo": "#CC79A7",
-    "sft": "#7F7F7F",
+    "dpo": "#0072b2",
+    "sr-dpo": "#d55e00",
+    "ipo": "#009e73",
+    "sr-ipo": "#cc79a7",
+    "sft": "#7f7f7f",
     "base": "#000000",
 }
 LABELS = {"dpo": "DPO", "sr-dpo": "Sr-DPO", "ipo": "IPO", "sr-ipo": "Sr-IPO", "sft": "SFT", "base": "Base"}
 OBJECTIVE_ORDER = ("sft", "dpo", "sr-dpo", "ipo", "sr-ipo", "base")
-OUTCOME_COLORS = {"win": "#1B9E77", "tie": "#BDBDBD", "loss": "#D95F02"}
+BENCH_NAMES = {"mt_bench": "MT-Bench", "vicuna_bench": "Vicuna-Bench"}
+OUTCOME_COLORS = {"win": "#1b9e77", "tie": "#bdbdbd", "loss": "#d95f02"}
 
 RC = {
     "font.size": 10,
@@ -41,7 +42,6 @@ RC = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "lines.linewidth": 1.6,
-    "pdf.fonttype": 42,  # embed TrueType: text stays editable/searchable in the PDF
 }
 
 

@@ -1,0 +1,184 @@
+"""From the trainer's logs: Figure 1 (margin and accuracy vs pairs seen), training curves, Table 5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import paper_numbers, style
+from analysis.inputs import PRODUCERS, Inputs, TrainRun
+from analysis.section import Section
+
+# (log column, axis label, scale): accuracies are logged as shares and plotted in percent.
+TRAIN_METRICS = (
+    ("loss", "loss", 1.0),
+    ("rewards/margins", "reward margin β·m(x)", 1.0),
+    ("rewards/accuracies", "reward accuracy (%)", 100.0),
+    ("delta/mean", "mean Δπ = β·m(p⊕x)", 1.0),
+)
+LOG_COLUMNS = ("step", "pairs_seen", "loss", "rewards/margins", "rewards/accuracies", "margin", "accuracy",
+               "margin_p", "accuracy_p", "delta/mean", "delta/std", "step_time_s", "elapsed_s")
+PAIRS = (("dpo", "sr-dpo"), ("ipo", "sr-ipo"))
+
+
+def training_table(runs: dict[str, TrainRun]) -> pd.DataFrame:
+    """All runs' logs in one long table: run, objective, lam, beta and the logged metrics per step."""
+    frames = []
+    for name, tr in runs.items():
+        cols = [c for c in LOG_COLUMNS if c in tr.log]
+        df = tr.log[cols].copy()
+        df.insert(0, "beta", tr.info.get("beta"))
+        df.insert(0, "lam", tr.lam)
+        df.insert(0, "objective", tr.objective)
+        df.insert(0, "run", name)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["run", "objective", "lam", "beta", *LOG_COLUMNS])
+    return pd.concat(frames, ignore_index=True).sort_values(["run", "pairs_seen"], kind="stable").reset_index(drop=True)
+
+
+def run_label(table: pd.DataFrame, run: str) -> str:
+    """'Sr-DPO', or 'Sr-DPO (λ=0.5)' when the objective has runs with several λ, or the run name."""
+    rows = table[table["run"] == run]
+    obj = rows["objective"].iloc[0]
+    same = table[table["objective"] == obj]
+    lab = style.label(obj)
+    if same["lam"].nunique(dropna=True) > 1:
+        lab += f" (λ={rows['lam'].iloc[0]:g})"
+    elif same["run"].nunique() > 1:
+        lab += f" ({run})"
+    return lab
+
+
+def _runs_of(table: pd.DataFrame, objective: str) -> list[str]:
+    return sorted(table.loc[table["objective"] == objective, "run"].unique())
+
+
+def _linestyle(table: pd.DataFrame, run: str) -> str:
+    obj = table.loc[table["run"] == run, "objective"].iloc[0]
+    return ("-", "--", ":", "-.")[_runs_of(table, obj).index(run) % 4]
+
+
+@style.styled
+def figure1_margin_accuracy(table: pd.DataFrame) -> Figure:
+    """Figure 1: average m(x) (nats) and accuracy (% with m(x) > 0) vs pairs seen, X vs Sr-X."""
+    fig, axes = style.new_figure(style.GRID, 2, 2)
+    for col, pair in enumerate(PAIRS):
+        for obj in pair:
+            for run in _runs_of(table, obj):
+                d = table[table["run"] == run].dropna(subset=["pairs_seen"])
+                kw = dict(color=style.color(obj), ls=_linestyle(table, run), label=run_label(table, run))
+                if "margin" in d:
+                    axes[0, col].plot(d["pairs_seen"], d["margin"], **kw)
+                if "accuracy" in d:
+                    axes[1, col].plot(d["pairs_seen"], 100 * d["accuracy"], **kw)
+        title = f"{style.label(pair[0])} vs {style.label(pair[1])}"
+        axes[0, col].set(title=title, ylabel="average margin m(x) (nats)")
+        axes[1, col].set(title=title, ylabel="accuracy: m(x) > 0 (%)", xlabel="training pairs seen")
+        axes[0, col].set_xlabel("training pairs seen")
+        for ax in axes[:, col]:
+            if ax.lines:
+                ax.legend()
+    return fig
+
+
+@style.styled
+def figure1_prompted_accuracy(table: pd.DataFrame) -> Figure:
+    """Figure 1 (right): for Sr runs, accuracy on x (solid) vs on p⊕x (dashed) against pairs seen."""
+    fig, axes = style.new_figure(style.WIDE, 1, 2)
+    for ax, obj in zip(axes[0], ("sr-dpo", "sr-ipo")):
+        for run in _runs_of(table, obj):
+            d = table[table["run"] == run].dropna(subset=["pairs_seen"])
+            lab = run_label(table, run)
+            if "accuracy" in d:
+                ax.plot(d["pairs_seen"], 100 * d["accuracy"], color=style.color(obj), ls="-", label=f"{lab}: x")
+            if "accuracy_p" in d:
+                ax.plot(d["pairs_seen"], 100 * d["accuracy_p"], color=style.color(obj), ls="--",
+                        label=f"{lab}: p⊕x")
+        ax.set(title=f"{style.label(obj)}: accuracy with and without the quality prompt",
+               xlabel="training pairs seen", ylabel="accuracy: m > 0 (%)")
+        if ax.lines:
+            ax.legend()
+    return fig
+
+
+@style.styled
+def training_curves(table: pd.DataFrame) -> Figure:
+    """Loss, reward margin, reward accuracy and mean Δπ against pairs seen, one line per run."""
+    fig, axes = style.new_figure(style.GRID, 2, 2)
+    for ax, (col, ylabel, scale) in zip(axes.flat, TRAIN_METRICS):
+        for run in sorted(table["run"].unique()):
+            d = table[table["run"] == run].dropna(subset=["pairs_seen"])
+            if col not in d or d[col].isna().all():
+                continue
+            obj = d["objective"].iloc[0]
+            ax.plot(d["pairs_seen"], scale * d[col], color=style.color(obj), ls=_linestyle(table, run),
+                    label=run_label(table, run))
+        ax.set(xlabel="training pairs seen", ylabel=ylabel)
+        if ax.lines:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, f"no '{col}' in the logs", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def table5_training_time(runs: dict[str, TrainRun]) -> pd.DataFrame:
+    """Table 5: wall time, seconds per step and per 1,000 pairs per run, and Sr-X's cost relative to X.
+
+    ``ratio_vs_base`` compares seconds per pair with the mean of the matching non-Sr objective's runs
+    (Sr-DPO vs DPO); the paper reports GPU-hours on 8×A100 (Sr-DPO/DPO = 20.8/16.8 ≈ 1.24).
+    """
+    rows = []
+    for name, tr in runs.items():
+        log, info = tr.log, tr.info
+        pairs = float(log["pairs_seen"].max()) if log["pairs_seen"].notna().any() else np.nan
+        wall = info.get("wall_time_s")
+        if wall is None and "elapsed_s" in log:
+            wall = float(log["elapsed_s"].max())
+        step_s = float(log["step_time_s"].mean()) if "step_time_s" in log else np.nan
+        wall = np.nan if wall is None else float(wall)
+        rows.append({
+            "run": name, "objective": tr.objective, "lam": tr.lam,
+            "steps": int(log["step"].max()) if "step" in log else len(log),
+            "pairs_seen": pairs, "wall_time_h": wall / 3600, "step_time_s": step_s,
+            "s_per_1k_pairs": 1000 * wall / pairs if pairs and pairs > 0 else np.nan,
+            "device": info.get("device"), "dtype": info.get("dtype"), "finished": info.get("finished"),
+        })
+    df = pd.DataFrame(rows, columns=["run", "objective", "lam", "steps", "pairs_seen", "wall_time_h",
+                                     "step_time_s", "s_per_1k_pairs", "device", "dtype", "finished"])
+    base_cost = df.groupby("objective")["s_per_1k_pairs"].mean()
+    df["ratio_vs_base"] = [
+        r.s_per_1k_pairs / base_cost[r.objective[3:]]
+        if r.objective.startswith("sr-") and r.objective[3:] in base_cost else np.nan
+        for r in df.itertuples()
+    ]
+    paper = paper_numbers.TABLE5_GPU_HOURS
+    df["paper_gpu_hours"] = df["objective"].map(paper)
+    df["paper_ratio"] = df["objective"].map(
+        {"sr-dpo": paper["sr-dpo"] / paper["dpo"], "dpo": 1.0})
+    return df
+
+
+def training_section(inputs: Inputs) -> Section:
+    """Figure 1, the training curves and Table 5 from train/<run>/log.jsonl and run_info.json."""
+    sec = Section("Training (Figure 1, training curves, Table 5)")
+    if not inputs.train:
+        sec.notes.append(f"skipped: no training logs; produced by {PRODUCERS['train']}")
+        return sec
+    table = training_table(inputs.train)
+    sec.tables["training_log"] = table
+    sec.tables["table5_training_time"] = table5_training_time(inputs.train)
+    sec.main_tables = ("table5_training_time",)
+    sec.figures["figure1_margin_accuracy"] = figure1_margin_accuracy(table)
+    if table["objective"].str.startswith("sr-").any():
+        sec.figures["figure1_prompted_accuracy"] = figure1_prompted_accuracy(table)
+    else:
+        sec.notes.append("no Sr-DPO / Sr-IPO run: the accuracy on p⊕x panel is skipped")
+    sec.figures["training_curves"] = training_curves(table)
+    missing = [o for pair in PAIRS for o in pair if o not in set(table["objective"])]
+    if missing:
+        sec.notes.append(f"no training log for {', '.join(map(style.label, missing))}")
+    sec.text = ("Margins m(x) are in nats (no β); accuracies are shares of the batch with m > 0. "
+                "Table 5: the paper measured GPU-hours on 8×A100 with FSDP; compare the ratio, not the hours.")
+    return sec

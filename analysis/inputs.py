@@ -1,0 +1,237 @@
+"""Reading what the other stages wrote into a run directory (see srdpo_eval/run_dir.py).
+
+Every loader returns data plus nothing else; a missing input is ``None``/empty, and the caller says
+which stage produces it. Malformed input fails with the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from srdpo_eval.run_dir import BENCHES, ModelEntry, RunDir, read_models
+
+OBJECTIVE_NAMES = ("sr-dpo", "sr-ipo", "dpo", "ipo", "sft", "base")  # longest prefix first
+LEADERBOARD_TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k")
+
+# Which command writes each input: quoted in the notes about missing inputs.
+PRODUCERS = {
+    "models": "`srdpo-eval train` / `srdpo-eval reproduce` (models.json)",
+    "train": "`srdpo-eval train` (train/<run>/log.jsonl, run_info.json)",
+    "pair": "`srdpo-eval judge --mode pairwise` (<bench>/model_judgment/<judge>_pair.jsonl)",
+    "single": "`srdpo-eval judge --mode single` (<bench>/model_judgment/<judge>_single.jsonl)",
+    "leaderboard": "`srdpo-eval leaderboard` (leaderboard/scores.csv)",
+    "delta": "`srdpo-eval delta CHECKPOINT --pairs FILE` (delta/<model_id>.csv)",
+}
+
+
+def read_jsonl(path: Path, *, allow_partial_tail: bool = False) -> list[dict]:
+    """Parse a JSONL file; a bad line fails naming the file and the line number.
+
+    With ``allow_partial_tail`` an unterminated last line (a writer still running or killed mid-write)
+    is dropped instead of failing; complete lines are never dropped.
+    """
+    path = Path(path)
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if allow_partial_tail and i == len(lines) and not text.endswith("\n"):
+                break
+            raise ValueError(f"{path}: line {i}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}")
+        records.append(obj)
+    return records
+
+
+def guess_entry(model_id: str) -> ModelEntry | None:
+    """A ModelEntry from a model id alone ('sr-dpo', 'dpo-p1024', 'sr-ipo-lam0.5-p256'), or None.
+
+    Used only when models.json is absent; objective, λ and pairs seen come from the name.
+    """
+    name = model_id.lower()
+    objective = next((o for o in OBJECTIVE_NAMES if name == o or name.startswith(o + "-") or name.startswith(o + "_")), None)
+    if objective is None:
+        return None
+    pairs = re.search(r"[-_]p(\d+)(?:$|[-_])", name)
+    lam = re.search(r"[-_](?:lam|lambda|l)(\d+(?:\.\d+)?)(?:$|[-_])", name)
+    return ModelEntry(model_id=model_id, path="", objective=objective,
+                      lam=float(lam.group(1)) if lam else None,
+                      pairs_seen=int(pairs.group(1)) if pairs else None)
+
+
+@dataclass
+class TrainRun:
+    """One training run: its run_info.json and its per-step log as a DataFrame."""
+
+    name: str
+    info: dict
+    log: pd.DataFrame
+
+    @property
+    def objective(self) -> str:
+        return str(self.info.get("objective", guess_entry(self.name).objective if guess_entry(self.name) else "?"))
+
+    @property
+    def lam(self) -> float | None:
+        lam = self.info.get("lam")
+        return None if lam is None else float(lam)
+
+
+def load_train_run(path: Path) -> TrainRun | None:
+    """train/<run>/: log.jsonl (required) and run_info.json (optional); None without a log."""
+    path = Path(path)
+    log_path = path / "log.jsonl"
+    if not log_path.is_file():
+        return None
+    records = read_jsonl(log_path, allow_partial_tail=True)
+    for i, r in enumerate(records, 1):
+        if "pairs_seen" not in r and "step" not in r:
+            raise ValueError(f"{log_path}: record {i}: missing field 'pairs_seen' (and 'step')")
+    log = pd.DataFrame(records)
+    if "pairs_seen" not in log:
+        log["pairs_seen"] = float("nan")
+    info_path = path / "run_info.json"
+    info = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{info_path}: not valid JSON ({e.msg})") from None
+    return TrainRun(name=path.name, info=info, log=log)
+
+
+@dataclass
+class Inputs:
+    """Everything the analysis reads from one run directory."""
+
+    run: RunDir
+    models: list[ModelEntry] = field(default_factory=list)
+    models_from_names: bool = False  # True when models.json was absent and names were parsed
+    train: dict[str, TrainRun] = field(default_factory=dict)
+    pair: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # (bench, judge) → judgments
+    single: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    leaderboard: pd.DataFrame | None = None
+    delta: dict[str, pd.DataFrame] = field(default_factory=dict)  # model_id → Δπ table
+    notes: list[str] = field(default_factory=list)
+
+    def entry(self, model_id: str) -> ModelEntry | None:
+        """The models.json entry of ``model_id`` (or one parsed from the name)."""
+        for e in self.models:
+            if e.model_id == model_id:
+                return e
+        return guess_entry(model_id)
+
+    def main(self, objective: str) -> ModelEntry | None:
+        """The final model of an objective: the entry named after it, else its latest checkpoint."""
+        same = [e for e in self.models if e.objective == objective]
+        for e in same:
+            if e.model_id == objective:
+                return e
+        if not same:
+            return None
+        return max(same, key=lambda e: (e.pairs_seen or -1, e.step or -1))
+
+    def checkpoints(self, objective: str) -> list[ModelEntry]:
+        """The main run's checkpoints of an objective with a known pairs_seen, in training order."""
+        main = self.main(objective)
+        if main is None:
+            return []
+        same = [e for e in self.models if e.objective == objective and e.pairs_seen is not None]
+        if main.run is not None:
+            same = [e for e in same if e.run == main.run]
+        else:
+            same = [e for e in same if e.lam == main.lam and e.beta == main.beta]
+        return sorted(same, key=lambda e: e.pairs_seen)
+
+
+def _known_ids(inputs: Inputs) -> set[str]:
+    ids = set(inputs.delta)
+    if inputs.leaderboard is not None:
+        ids |= set(inputs.leaderboard["model_id"].astype(str))
+    for df in inputs.pair.values():
+        for col in ("model_1", "model_2"):
+            ids |= set(df[col].astype(str)) if col in df else set()
+    for df in inputs.single.values():
+        ids |= set(df["model"].astype(str)) if "model" in df else set()
+    return ids
+
+
+def load_inputs(root: str | Path) -> Inputs:
+    """Load every stored result under ``root``; absent inputs are recorded in ``notes``."""
+    run = RunDir(Path(root))
+    inp = Inputs(run=run)
+
+    train_root = run.root / "train"
+    if train_root.is_dir():
+        for d in sorted(p for p in train_root.iterdir() if p.is_dir()):
+            tr = load_train_run(d)
+            if tr is not None:
+                inp.train[d.name] = tr
+    if not inp.train:
+        inp.notes.append(f"no training logs under {train_root}: produced by {PRODUCERS['train']}")
+
+    _load_judgments(inp)
+
+    scores = run.leaderboard / "scores.csv"
+    if scores.is_file():
+        df = pd.read_csv(scores)
+        if "model_id" not in df:
+            raise ValueError(f"{scores}: missing column 'model_id'")
+        inp.leaderboard = df
+    else:
+        inp.notes.append(f"no {scores}: produced by {PRODUCERS['leaderboard']}")
+
+    if run.delta.is_dir():
+        for p in sorted(run.delta.glob("*.csv")):
+            df = pd.read_csv(p)
+            for col in ("id", "margin", "delta"):
+                if col not in df:
+                    raise ValueError(f"{p}: missing column {col!r}")
+            model_id = str(df["model_id"].iloc[0]) if "model_id" in df and len(df) else p.stem
+            inp.delta[model_id] = df
+    if not inp.delta:
+        inp.notes.append(f"no Δπ tables under {run.delta}: produced by {PRODUCERS['delta']}")
+
+    if run.models.is_file():
+        inp.models = read_models(run.models)
+    else:
+        inp.models_from_names = True
+        inp.models = [e for e in map(guess_entry, sorted(_known_ids(inp))) if e is not None]
+        inp.notes.append(f"no {run.models} ({PRODUCERS['models']}): objectives and pairs seen "
+                         "were read from the model names")
+    return inp
+
+
+def _load_judgments(inp: Inputs) -> None:
+    found = {"pair": False, "single": False}
+    for bench in BENCHES:
+        jdir = inp.run.bench(bench) / "model_judgment"
+        if not jdir.is_dir():
+            continue
+        for kind, suffix in (("pair", "_pair.jsonl"), ("single", "_single.jsonl")):
+            for p in sorted(jdir.glob(f"*{suffix}")):
+                found[kind] = True
+                try:
+                    from benchmarks import results
+                except ImportError as e:  # the benchmarks stage is not installed in this checkout
+                    inp.notes.append(f"{p} not read: benchmarks.results unavailable ({e})")
+                    continue
+                load = results.load_pair_judgments if kind == "pair" else results.load_single_judgments
+                df = load(p)
+                judge = p.name[: -len(suffix)]
+                if len(df):
+                    getattr(inp, kind)[(bench, judge)] = df
+    for kind in ("pair", "single"):
+        if not found[kind]:
+            inp.notes.append(f"no {kind} judgments under <bench>/model_judgment/: produced by {PRODUCERS[kind]}")

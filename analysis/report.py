@@ -1,0 +1,114 @@
+"""Regenerate every table (RUN_DIR/tables/*.csv), figure (RUN_DIR/figures/*.png|pdf) and report.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import paper_numbers
+from analysis.inputs import Inputs, load_inputs
+from analysis.section import Section
+
+
+@dataclass
+class Report:
+    """What ``build_report`` made: the sections (with their figure objects) and the files written."""
+
+    inputs: Inputs
+    sections: list[Section]
+    tables: dict[str, Path] = field(default_factory=dict)  # name → CSV
+    figures: dict[str, list[Path]] = field(default_factory=dict)  # name → [PNG, PDF]
+    notes: list[str] = field(default_factory=list)
+
+
+def make_sections(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0, data_dir=None) -> list[Section]:
+    """Run every analysis on the loaded inputs (pure: nothing is written)."""
+    from analysis.correlation import correlation_section
+    from analysis.curves import training_section
+    from analysis.leaderboard import leaderboard_section
+    from analysis.mtbench import mtbench_section
+    from analysis.winrates import winrate_section
+
+    return [
+        training_section(inputs),
+        winrate_section(inputs, n_boot=n_boot, seed=seed),
+        mtbench_section(inputs, data_dir=data_dir),
+        leaderboard_section(inputs),
+        correlation_section(inputs, n_boot=n_boot, seed=seed),
+    ]
+
+
+def _clear(directory: Path, patterns: tuple[str, ...]) -> None:
+    # Outputs of an earlier run that this one does not make again must not linger in the report.
+    for pattern in patterns:
+        for p in directory.glob(pattern):
+            p.unlink()
+
+
+def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_dir=None) -> Report:
+    """Load RUN_DIR, compute every section, write tables/, figures/ and report.md; return what was made."""
+    from analysis.style import save_figure
+
+    inputs = load_inputs(root)
+    run = inputs.run
+    sections = make_sections(inputs, n_boot=n_boot, seed=seed, data_dir=data_dir)
+    rep = Report(inputs=inputs, sections=sections, notes=list(inputs.notes))
+    for d, patterns in ((run.tables, ("*.csv",)), (run.figures, ("*.png", "*.pdf"))):
+        d.mkdir(parents=True, exist_ok=True)
+        _clear(d, patterns)
+    for sec in sections:
+        for name, table in sec.tables.items():
+            path = run.tables / f"{name}.csv"
+            table.to_csv(path, index=False)
+            rep.tables[name] = path
+        for name, fig in sec.figures.items():
+            rep.figures[name] = save_figure(fig, run.figures, name)
+    run.report.write_text(render_markdown(rep))
+    return rep
+
+
+def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+    return df.map(lambda v: f"{v:.3g}" if isinstance(v, float) and abs(v) < 1 else
+                  (f"{v:.2f}" if isinstance(v, float) else v))
+
+
+def render_markdown(rep: Report) -> str:
+    """report.md: notes on missing inputs, then per section its tables (markdown) and figure links."""
+    root = rep.inputs.run.root
+    lines = [f"# srdpo-eval report: {root.name}", "",
+             f"Regenerate with `srdpo-eval figures {root}`. Paper numbers: {paper_numbers.SOURCE}.", ""]
+    lines += [f"Figures made ({len(rep.figures)}): " + (", ".join(f"`{n}`" for n in rep.figures) or "none"), ""]
+    if rep.notes:
+        lines += ["## Missing inputs", ""] + [f"- {n}" for n in rep.notes] + [""]
+    for sec in rep.sections:
+        lines += [f"## {sec.title}", ""]
+        lines += [f"- **note:** {n}" for n in sec.notes] + ([""] if sec.notes else [])
+        if sec.text:
+            lines += [sec.text, ""]
+        for name, table in sec.tables.items():
+            if name == "training_log" or len(table) > 60:
+                lines += [f"Table `{name}`: {len(table)} rows, see [tables/{name}.csv](tables/{name}.csv).", ""]
+                continue
+            lines += [f"**Table `{name}`** ([csv](tables/{name}.csv))", "", _fmt(table).to_markdown(index=False), ""]
+        for name in sec.figures:
+            lines += [f"**Figure `{name}`** ([pdf](figures/{name}.pdf))", "", f"![{name}](figures/{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def print_summary(rep: Report, console=None) -> None:
+    """Print the notes and the main tables readably to the console (or any file-like object)."""
+    import sys
+
+    out = console or sys.stdout
+    for n in rep.notes:
+        print(f"note: {n}", file=out)
+    with pd.option_context("display.width", 160, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        for sec in rep.sections:
+            for n in sec.notes:
+                print(f"note [{sec.title}]: {n}", file=out)
+            for name in sec.main_tables:
+                print(f"\n== {sec.title}: {name}\n{sec.tables[name].to_string(index=False)}", file=out)
+    print(f"\n{len(rep.tables)} tables in {rep.inputs.run.tables}, {len(rep.figures)} figures in "
+          f"{rep.inputs.run.figures}, report: {rep.inputs.run.report}", file=out)

@@ -1,0 +1,362 @@
+"""Tables, figures and report.md from a small synthetic run directory (no model, no API)."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from srdpo_eval.run_dir import ModelEntry, RunDir, write_models
+
+OBJ = ("dpo", "sr-dpo", "ipo", "sr-ipo")
+STEPS = 8
+BATCH = 4
+QIDS = list(range(81, 91))  # real MT-Bench ids (writing / roleplay), so categories resolve
+
+
+# ------------------------------------------------------------------------------ synthetic inputs
+
+def _log_row(obj: str, step: int) -> dict:
+    k = OBJ.index(obj) + 1
+    row = {"step": step, "pairs_seen": step * BATCH, "loss": 0.7 - 0.01 * k * step, "lr": 1e-6,
+           "grad_norm": 1.0, "rewards/chosen": 0.01 * step, "rewards/rejected": -0.01 * step,
+           "rewards/margins": 0.02 * k * step, "rewards/accuracies": min(1.0, 0.5 + 0.05 * step),
+           "logps/chosen": -50.0, "logps/rejected": -60.0, "margin": 0.2 * k * step,
+           "accuracy": min(1.0, 0.4 + 0.06 * step), "step_time_s": 1.0 + 0.25 * obj.startswith("sr-"),
+           "elapsed_s": step * (1.0 + 0.25 * obj.startswith("sr-"))}
+    if obj.startswith("sr-"):
+        row.update({"delta/mean": 0.01 * step, "delta/std": 0.1, "margin_p": 0.3 * step,
+                    "accuracy_p": min(1.0, 0.45 + 0.06 * step)})
+    return row
+
+
+def _pair_records(a: str, b: str, outcomes: list[str], judge=("gpt-4", "pair-v2")) -> list[dict]:
+    """FastChat pairwise records: g1 with A as model_1, g2 with the order swapped ('model_1' = A's slot)."""
+    recs = []
+    for i, out in enumerate(outcomes):
+        qid, turn = QIDS[i // 2], 1 + i % 2
+        if out == "win":
+            g1 = g2 = "model_1"
+        elif out == "loss":
+            g1 = g2 = "model_2"
+        elif out == "tie":
+            g1 = g2 = "tie"
+        else:  # "flip": the verdict follows the position, which FastChat counts as a tie
+            g1, g2 = "model_1", "model_2"
+        recs.append({"question_id": qid, "model_1": a, "model_2": b, "g1_winner": g1, "g2_winner": g2,
+                     "judge": list(judge), "g1_user_prompt": "u", "g1_judgment": "[[A]]",
+                     "g2_user_prompt": "u", "g2_judgment": "[[B]]", "turn": turn, "tstamp": 0.0})
+    return recs
+
+
+def _outcomes(n_win: int, n_tie: int, n_flip: int, n_loss: int) -> list[str]:
+    out = ["win"] * n_win + ["tie"] * n_tie + ["flip"] * n_flip + ["loss"] * n_loss
+    assert len(out) == 2 * len(QIDS)
+    return out
+
+
+# expected win/tie/loss counts per comparison (20 judged turns each); flips count as ties
+PAIRS = {
+    ("sr-dpo", "dpo"): (9, 4, 3, 4),
+    ("sr-ipo", "ipo"): (8, 2, 2, 8),
+    ("sr-dpo", "ipo"): (10, 5, 0, 5),
+    ("sr-ipo", "dpo"): (6, 6, 0, 8),
+    ("sr-dpo-lam0.5", "dpo"): (12, 2, 0, 6),
+    ("sr-dpo-p16", "dpo-p16"): (7, 6, 0, 7),
+    ("sr-ipo-p16", "ipo-p16"): (5, 6, 0, 9),
+}
+SCORES = {"sft": 40.0, "dpo-p16": 42.0, "dpo": 44.0, "sr-dpo-p16": 43.0, "sr-dpo": 46.0, "ipo-p16": 41.0,
+          "ipo": 42.5, "sr-ipo-p16": 41.5, "sr-ipo": 43.5}
+TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k")
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _delta_table(model_id: str, slope: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 40
+    rating = rng.integers(1, 6, size=(n, 2)).astype(float)
+    diff = rating[:, 0] - rating[:, 1]
+    margin = slope * diff + rng.normal(size=n)
+    return pd.DataFrame({"id": [f"p{i}" for i in range(n)], "model_id": model_id, "delta": 0.1 * margin + rng.normal(size=n) * 0.1,
+                         "margin": margin, "reward_margin": 0.1 * margin, "margin_p": margin,
+                         "chosen_tokens": rng.integers(5, 50, n), "rejected_tokens": rng.integers(5, 50, n),
+                         "chosen_rating": rating[:, 0], "rejected_rating": rating[:, 1], "rating_diff": diff})
+
+
+def make_run_dir(root: Path) -> RunDir:
+    run = RunDir(root)
+    entries = [ModelEntry("sft", "/ckpt/sft", "sft", pairs_seen=0)]
+    for obj in OBJ:
+        lam = 0.1 if obj.startswith("sr-") else None
+        entries.append(ModelEntry(obj, f"/ckpt/{obj}", obj, beta=0.1, lam=lam, step=STEPS, pairs_seen=STEPS * BATCH, run=obj))
+        entries.append(ModelEntry(f"{obj}-p16", f"/ckpt/{obj}-p16", obj, beta=0.1, lam=lam, step=4, pairs_seen=16, run=obj))
+    entries.append(ModelEntry("sr-dpo-lam0.5", "/ckpt/x", "sr-dpo", beta=0.1, lam=0.5, step=STEPS,
+                              pairs_seen=STEPS * BATCH, run="sr-dpo-lam0.5"))
+    write_models(run.models, entries)
+    for obj in OBJ:
+        d = run.train(obj)
+        _write_jsonl(d / "log.jsonl", [_log_row(obj, s) for s in range(1, STEPS + 1)])
+        (d / "run_info.json").write_text(json.dumps({
+            "objective": obj, "beta": 0.1, "lam": 0.1 if obj.startswith("sr-") else 0.0, "steps": STEPS,
+            "wall_time_s": STEPS * (1.0 + 0.25 * obj.startswith("sr-")), "device": "cpu", "dtype": "fp32",
+            "finished": True}))
+    for bench in ("mt_bench", "vicuna_bench"):
+        recs = []
+        for (a, b), counts in PAIRS.items():
+            recs += _pair_records(a, b, _outcomes(*counts))
+        for m in SCORES:  # every checkpoint against SFT, SFT as model_1: SFT wins 4, ties 6, loses 10
+            if m != "sft":
+                recs += _pair_records("sft", m, _outcomes(4, 6, 0, 10))
+        _write_jsonl(run.judgments(bench, "gpt-4", "pair"), recs)
+    single = []
+    for j, m in enumerate(("sft", *OBJ)):
+        for q in QIDS:
+            for turn in (1, 2):
+                single.append({"question_id": q, "model": m, "judge": ["gpt-4", "single-v1"], "user_prompt": "u",
+                               "judgment": "Rating: [[5]]", "score": float((q + turn + j) % 10 + 1),
+                               "turn": turn, "tstamp": 0.0})
+    _write_jsonl(run.judgments("mt_bench", "gpt-4", "single"), single)
+    run.leaderboard.mkdir(parents=True)
+    rows = [{"model_id": m, **{t: v + i for i, t in enumerate(TASKS)}} for m, v in SCORES.items()]
+    lb = pd.DataFrame(rows)
+    lb["average"] = lb[list(TASKS)].mean(axis=1)
+    lb.to_csv(run.leaderboard / "scores.csv", index=False)
+    run.delta.mkdir()
+    for i, m in enumerate(("dpo", "sr-dpo")):
+        _delta_table(m, 0.5 + i, seed=i).to_csv(run.delta / f"{m}.csv", index=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, fastchat_data_dir):
+    from analysis.report import build_report
+
+    run = make_run_dir(tmp_path_factory.mktemp("run"))
+    rep = build_report(run.root, n_boot=200, data_dir=fastchat_data_dir)
+    return run, rep
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def _figure(rep, name):
+    for sec in rep.sections:
+        if name in sec.figures:
+            return sec.figures[name]
+    raise KeyError(name)
+
+
+def _lines(fig, label_re=None):
+    out = {}
+    for ax in fig.axes:
+        for ln in ax.get_lines():
+            if label_re is None or re.search(label_re, ln.get_label()):
+                out.setdefault(ln.get_label(), []).append((ax, np.asarray(ln.get_xdata(), float),
+                                                           np.asarray(ln.get_ydata(), float)))
+    return out
+
+
+# ------------------------------------------------------------------------------ tests
+
+EXPECTED_FIGURES = {"figure1_margin_accuracy", "figure1_prompted_accuracy", "training_curves", "table2_outcomes",
+                    "figure2a_lambda", "figure2b_training", "winrate_curves", "mt_bench_categories_gpt-4",
+                    "figure3_leaderboard", "table4_scatter"}
+
+
+def test_every_figure_is_a_valid_png_and_pdf_of_its_size(built):
+    from analysis.style import DPI
+
+    run, rep = built
+    assert set(rep.figures) == EXPECTED_FIGURES
+    for name, (png, pdf) in rep.figures.items():
+        fig = _figure(rep, name)
+        w, h = fig.get_size_inches()
+        assert _png_size(png) == (round(w * DPI), round(h * DPI)), name
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.read_bytes().rstrip().endswith(b"%%EOF"), name
+
+
+def test_report_lists_exactly_the_figures_made(built):
+    run, rep = built
+    text = run.report.read_text()
+    linked = set(re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\.png\)", text))
+    on_disk = {p.stem for p in run.figures.glob("*.png")}
+    assert linked == on_disk == set(rep.figures)
+    assert {p.stem for p in run.tables.glob("*.csv")} == set(rep.tables)
+    for name in ("table2_winrates", "table3_leaderboard", "table4_summary", "table5_training_time"):
+        assert f"Table `{name}`" in text
+
+
+def test_figure1_lines_are_the_logged_values(built):
+    _, rep = built
+    lines = _lines(_figure(rep, "figure1_margin_accuracy"))
+    for obj, label in (("dpo", "DPO"), ("sr-dpo", "Sr-DPO"), ("ipo", "IPO"), ("sr-ipo", "Sr-IPO")):
+        (ax_m, x_m, y_m), (ax_a, x_a, y_a) = lines[label]
+        logs = [_log_row(obj, s) for s in range(1, STEPS + 1)]
+        np.testing.assert_allclose(x_m, [r["pairs_seen"] for r in logs])
+        np.testing.assert_allclose(y_m, [r["margin"] for r in logs])
+        np.testing.assert_allclose(y_a, [100 * r["accuracy"] for r in logs])
+        assert "nats" in ax_m.get_ylabel() and "%" in ax_a.get_ylabel()
+    prompted = _lines(_figure(rep, "figure1_prompted_accuracy"), r"p⊕x")
+    (_, _, y), = prompted["Sr-DPO: p⊕x"]
+    np.testing.assert_allclose(y, [100 * _log_row("sr-dpo", s)["accuracy_p"] for s in range(1, STEPS + 1)])
+
+
+def test_one_colour_per_objective_across_figures(built):
+    from analysis.style import COLORS
+    from matplotlib.colors import to_hex
+
+    _, rep = built
+    seen = {}
+    for name in ("figure1_margin_accuracy", "training_curves", "figure2b_training", "figure3_leaderboard"):
+        for label, items in _lines(_figure(rep, name)).items():
+            for ax, *_ in items:
+                for ln in ax.get_lines():
+                    if ln.get_label() == label:
+                        seen.setdefault(label.split(" ")[0], set()).add(to_hex(ln.get_color()))
+    assert seen["DPO"] == {COLORS["dpo"]} and seen["Sr-DPO"] == {COLORS["sr-dpo"]}
+    assert seen["IPO"] == {COLORS["ipo"]} and seen["Sr-IPO"] == {COLORS["sr-ipo"]}
+
+
+def test_table2_counts_match_the_judgments(built):
+    run, rep = built
+    t2 = pd.read_csv(run.tables / "table2_winrates.csv")
+    assert len(t2) == 2 * 4  # two benches × four comparisons
+    for r in t2.itertuples():
+        w, t, f, l = PAIRS[(r.model_a, r.model_b)]
+        n = w + t + f + l
+        assert r.n == n
+        assert r.win == pytest.approx(100 * w / n) and r.tie == pytest.approx(100 * (t + f) / n)
+        assert r.loss == pytest.approx(100 * l / n)
+        assert r.adjusted_ci_low <= r.adjusted_win_rate <= r.adjusted_ci_high
+    row = t2[(t2.model_a == "sr-dpo") & (t2.model_b == "dpo") & (t2.bench == "vicuna_bench")].iloc[0]
+    assert (row.paper_win, row.paper_tie, row.paper_loss) == (63.75, 13.75, 22.50)
+    bars = _figure(rep, "table2_outcomes").axes[0].patches
+    assert sorted(round(b.get_width(), 6) for b in bars) == sorted(
+        round(v, 6) for v in t2[t2.bench == t2.bench.iloc[0]][["win", "tie", "loss"]].to_numpy().ravel())
+
+
+def test_lambda_and_training_winrates(built):
+    run, rep = built
+    lt = pd.read_csv(run.tables / "figure2a_lambda.csv")
+    assert set(lt["objective"]) == {"sr-dpo", "sr-ipo"}
+    assert list(lt[(lt.bench == "mt_bench") & (lt.objective == "sr-ipo")]["lam"]) == [0.1]
+    mt = lt[(lt.bench == "mt_bench") & (lt.objective == "sr-dpo")].sort_values("lam")
+    assert list(mt["lam"]) == [0.1, 0.5]
+    for r in mt.itertuples():
+        w, t, f, l = PAIRS[(r.model_a, "dpo")]
+        assert r.adjusted_win_rate == pytest.approx(100 * (w + 0.5 * (t + f)) / 20)
+    ax = _figure(rep, "figure2a_lambda").axes[0]
+    assert "MT-Bench" in ax.get_title()
+    bars = next(c for c in ax.containers if c.get_label().startswith("Sr-DPO"))  # errorbar container
+    np.testing.assert_allclose(np.asarray(bars.lines[0].get_xdata(), float), mt["lam"])
+    np.testing.assert_allclose(np.asarray(bars.lines[0].get_ydata(), float), mt["adjusted_win_rate"])
+    f2b = pd.read_csv(run.tables / "figure2b_training.csv")
+    got = f2b[(f2b.bench == "mt_bench") & (f2b.objective == "sr-ipo")].sort_values("pairs_seen")
+    assert list(got["pairs_seen"]) == [16, 32]
+    assert list(got["model_b"]) == ["ipo-p16", "ipo"]
+    curves = pd.read_csv(run.tables / "winrate_curves.csv")
+    assert set(curves["model_b"]) == {"sft"} and len(curves) == 2 * 4 * 2
+    # every checkpoint lost 10, tied 6, won 4 as model_1 = SFT → from the checkpoint's side 10/6/4
+    assert np.allclose(curves["adjusted_win_rate"], 100 * (10 + 3) / 20)
+
+
+def test_leaderboard_table_and_curves(built):
+    run, rep = built
+    t3 = pd.read_csv(run.tables / "table3_leaderboard.csv").set_index("objective")
+    assert list(t3.index) == ["sft", "dpo", "ipo", "sr-dpo", "sr-ipo"]
+    assert t3.loc["sr-dpo", "arc_challenge"] == SCORES["sr-dpo"]
+    assert t3.loc["sr-dpo", "average"] == pytest.approx(SCORES["sr-dpo"] + 2.5)
+    assert t3.loc["sft", "paper_average"] == 58.14
+    fig = _figure(rep, "figure3_leaderboard")
+    ax = next(a for a in fig.axes if a.get_title().startswith("GSM8K"))
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "Sr-DPO")
+    np.testing.assert_allclose(line.get_xdata(), [16, 32])
+    np.testing.assert_allclose(line.get_ydata(), [SCORES["sr-dpo-p16"] + 5, SCORES["sr-dpo"] + 5])
+    sft = next(ln for ln in ax.get_lines() if ln.get_label() == "SFT")
+    np.testing.assert_allclose(sft.get_ydata(), [SCORES["sft"] + 5] * 2)
+
+
+def test_table4_matches_scipy_and_the_scatter(built):
+    run, rep = built
+    t4 = pd.read_csv(run.tables / "table4_correlation.csv")
+    for i, m in enumerate(("dpo", "sr-dpo")):
+        d = _delta_table(m, 0.5 + i, seed=i)
+        got = t4[(t4.model_id == m) & (t4.variable == "margin")].set_index("method")
+        assert got.loc["pearson", "estimate"] == pytest.approx(stats.pearsonr(d.margin, d.rating_diff).statistic)
+        assert got.loc["kendall", "estimate"] == pytest.approx(stats.kendalltau(d.margin, d.rating_diff).statistic)
+        length = d.chosen_tokens - d.rejected_tokens
+        got_len = t4[(t4.model_id == m) & (t4.variable == "length_diff")].set_index("method")
+        assert got_len.loc["spearman", "estimate"] == pytest.approx(stats.spearmanr(length, d.rating_diff).statistic)
+        assert got.loc["pearson", "paper"] == {"dpo": 0.21, "sr-dpo": 0.26}[m]
+    fig = _figure(rep, "table4_scatter")
+    pts = fig.axes[0].collections[0].get_offsets()
+    d = _delta_table("dpo", 0.5, seed=0)
+    np.testing.assert_allclose(np.asarray(pts), d[["margin", "rating_diff"]].to_numpy())
+
+
+def test_table5_training_time(built):
+    run, _ = built
+    t5 = pd.read_csv(run.tables / "table5_training_time.csv").set_index("run")
+    assert t5.loc["sr-dpo", "ratio_vs_base"] == pytest.approx(1.25)
+    assert t5.loc["dpo", "s_per_1k_pairs"] == pytest.approx(1000 * STEPS / (STEPS * BATCH))
+    assert t5.loc["sr-dpo", "paper_ratio"] == pytest.approx(20.8 / 16.8)
+
+
+def test_missing_inputs_give_notes_not_a_crash(tmp_path, capsys):
+    import argparse
+
+    from analysis.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["figures", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    text = (tmp_path / "report.md").read_text()
+    for producer in ("srdpo-eval train", "srdpo-eval judge --mode pairwise", "srdpo-eval leaderboard",
+                     "srdpo-eval delta"):
+        assert producer in text and producer in out
+    assert "Figures made (0)" in text and not list((tmp_path / "figures").glob("*"))
+
+
+def test_partial_run_dir_skips_only_what_is_missing(tmp_path):
+    from analysis.report import build_report
+
+    run = make_run_dir(tmp_path)
+    import shutil
+
+    shutil.rmtree(run.root / "mt_bench")
+    shutil.rmtree(run.root / "vicuna_bench")
+    (run.leaderboard / "scores.csv").unlink()
+    shutil.rmtree(run.root / "train")
+    rep = build_report(run.root, n_boot=50)
+    assert set(rep.figures) == {"table4_scatter"}
+    for stage in ("leaderboard", "judge --mode pairwise", "judge --mode single", "train"):
+        assert any(f"srdpo-eval {stage}" in n for n in rep.notes), stage
+    assert "table4_summary" in rep.tables and "table3_leaderboard" not in rep.tables
+
+
+def test_bad_log_line_names_file_and_line(tmp_path):
+    from analysis.inputs import load_inputs
+
+    d = tmp_path / "train" / "dpo"
+    d.mkdir(parents=True)
+    (d / "log.jsonl").write_text(json.dumps(_log_row("dpo", 1)) + "\n{not json\n" + json.dumps(_log_row("dpo", 2)) + "\n")
+    with pytest.raises(ValueError, match=r"log\.jsonl: line 2"):
+        load_inputs(tmp_path)
+    # an unterminated last line (a writer cut off) is dropped, complete lines are kept
+    (d / "log.jsonl").write_text(json.dumps(_log_row("dpo", 1)) + "\n" + '{"step": 2, "pairs')
+    assert len(load_inputs(tmp_path).train["dpo"].log) == 1
