@@ -388,11 +388,13 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))
 
 
-def run_task(lm, spec: TaskSpec, cfg: LeaderboardConfig, task_manager, *, offline: bool) -> dict | None:
+def run_task(lm, spec: TaskSpec, cfg: LeaderboardConfig, task_manager, *, offline: bool,
+             task_obj=None) -> dict | None:
     """One ``simple_evaluate`` call; returns the JSON record body (None on non-zero ranks)."""
     import lm_eval
 
-    task_obj = load_task(spec, task_manager, offline=offline)
+    if task_obj is None:
+        task_obj = load_task(spec, task_manager, offline=offline)
     generative = any(c.get("output_type") == "generate_until" for c in _leaf_configs(task_manager, spec.name))
     gen_kwargs = {"max_gen_toks": cfg.gen_max_new_tokens} if cfg.gen_max_new_tokens and generative else None
     t0 = time.time()
@@ -482,9 +484,10 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
         offline = decide_offline(cfg)
         with hub_mode(offline, cfg.hf_datasets_cache):
             tm = make_task_manager(cfg)
-            for spec in {p[2].name: p[2] for p in plan}.values():  # unknown tasks fail before any model loads
-                if spec.name not in tm.task_index:
-                    load_task(spec, tm, offline=offline)
+            # Build every task (this loads its data) before any model: unknown tasks and unreachable
+            # datasets fail at once. The first checkpoint uses these objects, later ones rebuild them.
+            specs_todo = {p[2].name: p[2] for p in plan}.values()
+            preloaded = {s.name: load_task(s, tm, offline=offline) for s in specs_todo}
             lm, lm_ckpt = None, None
             bar = tqdm(plan, desc="leaderboard", unit="task")
             for model_id, ckpt, spec, settings, key, path in bar:
@@ -492,7 +495,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
                 if lm_ckpt != ckpt:
                     lm, lm_ckpt = None, None
                     lm, lm_ckpt = make_lm(ckpt, cfg), ckpt
-                body = run_task(lm, spec, cfg, tm, offline=offline)
+                body = run_task(lm, spec, cfg, tm, offline=offline, task_obj=preloaded.pop(spec.name, None))
                 if body is None:  # non-zero rank under accelerate
                     continue
                 rec = {"model_id": model_id, "checkpoint": str(ckpt), "task": spec.name,
