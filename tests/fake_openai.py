@@ -26,6 +26,9 @@ function (n, body) -> kind | None. Kinds:
   "slow"       sleeps ``slow_s`` seconds before answering normally (past a short client timeout)
   "malformed"  200 with a reply that holds no verdict
   "drop"       closes the connection without answering
+
+``write_answers(path, questions, model_id)`` writes a FastChat answer file with made-up turns
+("<model_id> answers turn <t> of question <id>."), handy for judge tests without a model.
 """
 
 from __future__ import annotations

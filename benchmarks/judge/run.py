@@ -109,6 +109,11 @@ class JudgeSummary:
     failed: list[str] = field(default_factory=list)  # matches that failed after retries (not written)
     estimate: CostEstimate | None = None  # dry run only
 
+    @property
+    def total(self) -> int:
+        """Judgment records the run needs in total (= ``matches``)."""
+        return self.matches
+
     def describe(self) -> str:
         lines = [f"judgments: {self.path}",
                  f"  records needed {self.matches}, already in file {self.already_done}, "
