@@ -7,9 +7,12 @@ which batches, and writes the results.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Generator(Protocol):
@@ -112,6 +115,23 @@ def end_of_turn_id(tokenizer) -> int | None:
     return ids[0] if ids and ids[0] in special else None
 
 
+def fit_context(encoded: list[list[int]], context: int | None, max_new_tokens: int) -> tuple[list[list[int]], int]:
+    """Make prompts and answer budget fit the model's context (positions) window.
+
+    A prompt longer than ``context - room`` keeps its last tokens, FastChat's rule for long inputs,
+    where ``room = min(max_new_tokens, context // 2)``; the batch's answer budget is then cut to what
+    the longest prompt leaves. Both happen only near the context limit (a long second turn).
+    """
+    if not context:
+        return encoded, max_new_tokens
+    max_src = context - min(max_new_tokens, context // 2)
+    cut = sum(len(ids) > max_src for ids in encoded)
+    if cut:
+        log.warning("%d prompt(s) longer than %d tokens keep only their last %d tokens", cut, max_src, max_src)
+        encoded = [ids[-max_src:] for ids in encoded]
+    return encoded, min(max_new_tokens, context - max(map(len, encoded)))
+
+
 class HFGenerator:
     """Batched ``model.generate`` with left padding; greedy at temperature 0, seeded sampling otherwise."""
 
@@ -140,12 +160,7 @@ class HFGenerator:
         import torch
         from transformers import GenerationConfig
 
-        encoded = [self.fmt.encode(p) for p in prompts]
-        longest = max(map(len, encoded))
-        if self.context:  # never run past the position table: shorten the answer budget instead
-            max_new_tokens = min(max_new_tokens, self.context - longest)
-            if max_new_tokens < 1:
-                raise ValueError(f"prompt of {longest} tokens leaves no room in the {self.context}-token context")
+        encoded, max_new_tokens = fit_context([self.fmt.encode(p) for p in prompts], self.context, max_new_tokens)
         batch = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.model.device)
         sample = temperature > 1e-4  # FastChat's threshold for greedy decoding
         gcfg = GenerationConfig(
@@ -154,7 +169,7 @@ class HFGenerator:
             temperature=temperature if sample else None,
             top_k=0 if sample else None,  # plain temperature sampling, as vLLM does
             top_p=1.0 if sample else None,
-            eos_token_id=self.fmt.stop_ids,
+            eos_token_id=self.fmt.stop_ids or None,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
@@ -182,8 +197,10 @@ class VLLMGenerator:
         self.vllm = vllm
         self.tokenizer = load_tokenizer(checkpoint, trust_remote_code=trust_remote_code)
         self.fmt = ChatFormat(self.tokenizer, conv_template)
-        self.llm = vllm.LLM(model=str(checkpoint), dtype="auto" if dtype == "auto" else dtype,
-                            seed=seed, trust_remote_code=trust_remote_code)
+        names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # vLLM spells dtypes in full
+        self.llm = vllm.LLM(model=str(checkpoint), dtype=names.get(dtype, dtype), seed=seed,
+                            trust_remote_code=trust_remote_code)
+        self.context = getattr(getattr(self.llm.llm_engine, "model_config", None), "max_model_len", None)
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return self.fmt.render(messages)
@@ -193,11 +210,12 @@ class VLLMGenerator:
 
     def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
         sample = temperature > 1e-4
+        encoded, max_new_tokens = fit_context([self.fmt.encode(p) for p in prompts], self.context, max_new_tokens)
         params = self.vllm.SamplingParams(
             temperature=temperature if sample else 0.0, max_tokens=max_new_tokens, seed=seed if sample else None,
             stop_token_ids=self.fmt.stop_ids, stop=self.fmt.stop_strs or None, skip_special_tokens=True,
         )
         # token ids, not text, so that BOS handling is ours and identical to the HF backend
-        inputs = [{"prompt_token_ids": self.fmt.encode(p)} for p in prompts]
+        inputs = [{"prompt_token_ids": ids} for ids in encoded]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         return [self.fmt.decode(list(o.outputs[0].token_ids)) for o in outs]

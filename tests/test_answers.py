@@ -126,6 +126,20 @@ def test_batched_left_padding_neox(tiny_neox_dir):
     assert together == alone
 
 
+def test_long_prompts_fit_the_context(hf):
+    from benchmarks.generation import fit_context
+
+    ids, new = fit_context([list(range(7)), [1, 2]], context=10, max_new_tokens=8)
+    assert ids == [[2, 3, 4, 5, 6], [1, 2]] and new == 5  # room min(8, 10 // 2) = 5: last 5 tokens kept
+    ids, new = fit_context([[1, 2, 3]], context=10, max_new_tokens=4)
+    assert ids == [[1, 2, 3]] and new == 4  # far from the limit nothing changes
+    long = hf.render([{"role": "user", "content": "The quick brown fox. " * 300}])
+    assert hf.prompt_length(long) > hf.context  # the tiny model has 1024 positions
+    out = hf.generate([long, hf.render([{"role": "user", "content": "Hi"}])], temperature=0.0,
+                      max_new_tokens=4, seed=0)
+    assert len(out) == 2
+
+
 def test_answer_file_is_fastchat_format(hf, mt, tmp_path):
     qs = greedy_questions(mt, 3)[::-1]  # out of order on purpose: the file ends sorted by question_id
     path = generate_answers(None, qs, tmp_path / "m.jsonl", model_id="tiny-sft",
