@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -243,24 +242,29 @@ def decide_offline(cfg: LeaderboardConfig) -> bool:
 
 @contextlib.contextmanager
 def hub_mode(offline: bool, datasets_cache: str | None = None) -> Iterator[None]:
-    """Set the Hub's offline flags (environment and, if already imported, the libraries' constants)."""
-    env = {"HF_DATASETS_CACHE": datasets_cache} if datasets_cache else {}
+    """Set the Hub's offline flags and the datasets cache for a block, in the environment and in the
+    libraries' constants (they read the variables once, at import); both are restored afterwards."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    env: dict[str, str] = {}
+    attrs: list[tuple[Any, str, Any]] = []
+    if datasets_cache:
+        env["HF_DATASETS_CACHE"] = datasets_cache
+        attrs.append((datasets.config, "HF_DATASETS_CACHE", Path(datasets_cache)))
     if offline:
         env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        attrs += [(huggingface_hub.constants, "HF_HUB_OFFLINE", True), (datasets.config, "HF_HUB_OFFLINE", True),
+                  (datasets.config, "HF_DATASETS_OFFLINE", True)]
     saved_env = {k: os.environ.get(k) for k in env}
+    saved_attrs = [(m, a, getattr(m, a)) for m, a, _ in attrs]
     os.environ.update(env)
-    patched = []
-    if offline:  # the libraries read the variables at import time
-        for mod, attrs in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
-                           ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
-            m = sys.modules.get(mod)
-            for a in attrs if m is not None else ():
-                patched.append((m, a, getattr(m, a)))
-                setattr(m, a, True)
+    for m, a, v in attrs:
+        setattr(m, a, v)
     try:
         yield
     finally:
-        for m, a, v in patched:
+        for m, a, v in saved_attrs:
             setattr(m, a, v)
         for k, v in saved_env.items():
             if v is None:

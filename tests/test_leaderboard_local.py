@@ -187,7 +187,6 @@ def hand_scores(model_dir: Path, scripted_dir: Path) -> dict[str, float]:
         mc_scores(lm, fewshot(shots, lambda s: s["query"], lambda s: s["choices"][s["gold"]], d["query"]),
                   d["choices"], d["gold"])[1] for d in (hs(hellaswag(i)) for i in range(4))])
     # TruthfulQA MC2: normalised probability mass on the true answers, 0-shot with lm-eval's QA preamble.
-    from lm_eval.tasks import TaskManager  # noqa: F401  (module import only; the preamble is read below)
     preamble = _truthfulqa_preamble()
     mc2 = []
     for d in map(truthfulqa, range(4)):
@@ -450,3 +449,22 @@ def test_cli_runs_prints_table_and_reports_errors(local_tasks, tiny_model_dir, t
     assert rec["settings"]["limit"] == 2
     assert main(["leaderboard", str(tmp_path / "nope"), "--tasks", "gsm8k", *common]) == 1
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_offline_probe_is_quick_and_sets_flags(monkeypatch):
+    import time
+
+    from benchmarks.leaderboard import decide_offline, hub_mode, hub_reachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
+    t0 = time.time()
+    assert not hub_reachable() and decide_offline(LeaderboardConfig())
+    assert time.time() - t0 < 10
+    assert decide_offline(LeaderboardConfig(offline=False)) is False
+    import datasets.config
+
+    with hub_mode(True):
+        assert os.environ["HF_HUB_OFFLINE"] == "1" and datasets.config.HF_HUB_OFFLINE is True
+    assert "HF_HUB_OFFLINE" not in os.environ and datasets.config.HF_HUB_OFFLINE is False
