@@ -72,6 +72,14 @@ def _benches(args) -> list[str]:
 
 def run_judge(args: argparse.Namespace) -> int:
     """Judge every selected benchmark in one event loop, then print and save the tables."""
+    try:
+        return _run_judge(args)
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file / record / field
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_judge(args: argparse.Namespace) -> int:
     import asyncio
 
     from benchmarks.judge.run import JudgeRunError, judge_async, list_answer_models

@@ -20,7 +20,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 
 from benchmarks.fastchat_data import load_questions, resolve_data_dir  # noqa: E402
 from benchmarks.judge.openai_backend import OpenAIBackend  # noqa: E402
-from benchmarks.judge.run import judge_single  # noqa: E402
+from benchmarks.judge.run import _load_inputs, judge_single, single_matches  # noqa: E402
 from srdpo_eval.run_dir import RunDir  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fastchat_llm_judge"
@@ -42,29 +42,35 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--in-process", action="store_true", help="run the fake server in this process")
+    ap.add_argument("--cache", action="store_true", help="use the SQLite reply cache (a fresh one per run)")
     ap.add_argument("--data-dir", default=os.environ.get("SRDPO_EVAL_DATA") or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None))
     args = ap.parse_args()
     data_dir = resolve_data_dir(args.data_dir, "mt_bench")
 
-    times, cpu = [], []
+    times, cpu, setup = [], [], []
     # the server runs in its own process so that it does not share the GIL with the client under test
     with FakeOpenAI(latency=args.latency, subprocess=not args.in_process) as server:
         backend = OpenAIBackend("gpt-4", base_url=server.base_url, api_key_env="BENCH_JUDGE_NO_KEY")
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 write_answers(Path(tmp), data_dir, "bench-model")
+                t0 = time.perf_counter()  # the fixed part: load data and answers, build the 160 prompts
+                questions, prompts, answers = _load_inputs(Path(tmp), "mt_bench", ["bench-model"], data_dir)
+                single_matches(questions, prompts, answers, "gpt-4", run_dir=Path(tmp), bench="mt_bench")
+                setup.append(time.perf_counter() - t0)
                 before = server.requests
                 t0, c0 = time.perf_counter(), time.process_time()
                 s = judge_single(tmp, "mt_bench", backend, models=["bench-model"], data_dir=data_dir,
-                                 concurrency=args.concurrency, cache=False, progress=False)
+                                 concurrency=args.concurrency, cache=args.cache, progress=False)
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
                 assert s.written == 160 and server.requests - before == 160, (s.written, server.requests - before)
     ideal = 160 / args.concurrency * args.latency
     best = min(times)
     print(f"judgments: 160 (MT-Bench single, 1 model)   latency {args.latency * 1000:.0f} ms   "
-          f"concurrency {args.concurrency}")
+          f"concurrency {args.concurrency}   cache {'on' if args.cache else 'off'}")
     print(f"wall time per run: {', '.join(f'{t:.2f}' for t in times)} s   best {best:.2f} s")
+    print(f"of which setup (load data and answers, render 160 prompts): {min(setup):.3f} s")
     print(f"client CPU time per run: {', '.join(f'{t:.2f}' for t in cpu)} s   "
           f"({1000 * min(cpu) / 160:.1f} ms per judgment; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores)")

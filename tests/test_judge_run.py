@@ -335,3 +335,26 @@ def test_missing_answers_are_named(tmp_path, small_data, key):
         with pytest.raises(ValueError, match=f"alpha.jsonl: no answer for question_id {first}"):
             judge_single(run, "mt_bench", backend(server), data_dir=small_data, progress=False)
         assert server.requests == 0
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, small_data, key, capsys):
+    from srdpo_eval.cli import main
+
+    run = make_run(tmp_path, small_data, models=("alpha",))
+    assert main(["judge", str(run), "--judge-model", "gpt-4", "--base-url", "http://127.0.0.1:9/v1", "--bench",
+                 "mt_bench", "--models", "alpha", "nobody", "--data-dir", str(small_data)]) == 2
+    assert "nobody" in capsys.readouterr().err
+
+
+def test_appending_after_a_cut_line_starts_a_new_line(tmp_path):
+    from benchmarks.judge.jsonl import JsonlAppender, read_jsonl
+
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}')  # last record complete but its newline lost
+    with JsonlAppender(path) as out:
+        out.write({"c": 3})
+    assert read_jsonl(path) == [{"a": 1}, {"b": 2}, {"c": 3}]
+    path.write_text('{"a": 1}\n{"b": ')  # last record cut: dropped (and only with repair_tail)
+    with pytest.raises(ValueError, match="line 2: invalid JSON"):
+        read_jsonl(path)
+    assert read_jsonl(path, repair_tail=True) == [{"a": 1}] and path.read_text() == '{"a": 1}\n'

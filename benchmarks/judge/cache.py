@@ -32,6 +32,8 @@ class JudgeCache:
         # timeout: another process (a parallel judge run) may hold the write lock for a moment
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a killed process without an fsync that would stall the event loop
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT NOT NULL)")
         self._db.commit()
 

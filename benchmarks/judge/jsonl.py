@@ -63,8 +63,11 @@ class JsonlAppender:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: IO[str] = open(self.path, "a", encoding="utf-8")
-        if self._f.tell() > 0 and not self.path.read_bytes().endswith(b"\n"):
-            self._f.write("\n")  # never glue a new record onto a previous last line
+        if self._f.tell() > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    self._f.write("\n")  # never glue a new record onto a previous last line
 
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
