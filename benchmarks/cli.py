@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -47,8 +48,11 @@ def cmd_answers(args: argparse.Namespace) -> int:
     from benchmarks.fastchat_data import load_questions, resolve_data_dir
     from srdpo_eval.run_dir import RunDir
 
-    data_dir = resolve_data_dir(args.data_dir, args.bench)
-    questions = load_questions(data_dir, args.bench)
+    try:
+        questions = load_questions(resolve_data_dir(args.data_dir, args.bench), args.bench)
+    except (FileNotFoundError, ValueError) as e:  # missing or malformed data: the message says which file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.limit is not None:
         questions = questions[: args.limit]
     model_id = args.model_id or default_model_id(args.checkpoint)

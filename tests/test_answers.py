@@ -234,7 +234,7 @@ def _cli(argv):
     return args.func(args)
 
 
-def test_cli_answers(tiny_model_dir, fastchat_data_dir, tmp_path):
+def test_cli_answers(tiny_model_dir, fastchat_data_dir, tmp_path, capsys):
     import shutil
 
     final = tmp_path / "train" / "sr-dpo" / "final"
@@ -246,6 +246,12 @@ def test_cli_answers(tiny_model_dir, fastchat_data_dir, tmp_path):
     out = run / "vicuna_bench" / "model_answer" / "sr-dpo.jsonl"
     recs = load_answers(out)
     assert sorted(recs) == [1, 2, 3] and all(r["model_id"] == "sr-dpo" for r in recs.values())
+    bad = tmp_path / "bad"
+    (bad / "vicuna_bench").mkdir(parents=True)
+    (bad / "judge_prompts.jsonl").write_text("")
+    (bad / "vicuna_bench" / "question.jsonl").write_text('{"question_id": 1, "category": "x"}\n')
+    assert _cli(["answers", *argv[:-6], "--data-dir", str(bad)]) == 2
+    assert "question.jsonl: line 1: missing field 'turns'" in capsys.readouterr().err
 
 
 def test_backend_errors(tiny_model_dir):
