@@ -358,3 +358,33 @@ def test_appending_after_a_cut_line_starts_a_new_line(tmp_path):
     with pytest.raises(ValueError, match="line 2: invalid JSON"):
         read_jsonl(path)
     assert read_jsonl(path, repair_tail=True) == [{"a": 1}] and path.read_text() == '{"a": 1}\n'
+
+
+def test_dry_run_changes_no_file(tmp_path, small_data, key, monkeypatch):
+    import benchmarks.judge.estimate as E
+
+    monkeypatch.setattr(E, "token_counter", lambda: ((lambda text: len(text) // 4), "test"))
+    run = make_run(tmp_path, small_data, models=("alpha",))
+    path = RunDir(run).judgments("mt_bench", "gpt-4", "single")
+    with FakeOpenAI() as server:
+        judge_single(run, "mt_bench", backend(server), data_dir=small_data, cache=False, progress=False)
+        kept = path.read_text().splitlines()[:3]
+        path.write_text("\n".join(kept) + '\n{"question_id": 8')  # three records and a cut line
+        s = judge_single(run, "mt_bench", backend(server), data_dir=small_data, dry_run=True, progress=False)
+        assert s.already_done == 3 and s.calls_cached == 0
+    assert path.read_text().endswith('{"question_id": 8') and not (run / "judge_cache.sqlite").exists()
+
+
+def test_pairwise_game_that_fails_leaves_the_other_cached(tmp_path, small_data, key):
+    run = make_run(tmp_path, small_data, benches=("vicuna_bench",))
+    total = len(load_questions(small_data, "vicuna_bench"))
+    with FakeOpenAI(faults={0: "400"}) as server:
+        with pytest.raises(JudgeRunError):
+            judge_pairwise(run, "vicuna_bench", backend(server), pairs=[("alpha", "beta")], data_dir=small_data,
+                           concurrency=1, progress=False)
+        assert server.requests == 2 * total
+    with FakeOpenAI() as server:
+        judge_pairwise(run, "vicuna_bench", backend(server), pairs=[("alpha", "beta")], data_dir=small_data,
+                       progress=False)
+        assert server.requests == 1  # only the failed game; its partner came from the cache
+    assert len(lines(RunDir(run).judgments("vicuna_bench", "gpt-4", "pairwise"))) == total

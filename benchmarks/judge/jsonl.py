@@ -15,25 +15,29 @@ def read_jsonl(path: str | Path, *, repair_tail: bool = False) -> list[dict]:
     return [record for _, record in read_jsonl_lines(path, repair_tail=repair_tail)]
 
 
-def read_jsonl_lines(path: str | Path, *, repair_tail: bool = False) -> list[tuple[int, dict]]:
+def read_jsonl_lines(path: str | Path, *, repair_tail: bool = False,
+                     skip_cut_tail: bool = False) -> list[tuple[int, dict]]:
     """(line number, record) for every record of ``path``; a bad line fails naming file and line.
 
-    With ``repair_tail``, a last line cut off by a killed writer (no newline, not valid JSON) is removed
-    from the file (and logged), so that an appending rerun rewrites that record instead of failing.
+    A last line cut off by a killed writer (no newline, not valid JSON) is, with ``repair_tail``,
+    removed from the file (and logged), so that an appending rerun rewrites that record instead of
+    failing; with ``skip_cut_tail`` it is only left out (the file is not touched).
     """
     path = Path(path)
     if not path.exists():
         return []
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")
-    if repair_tail and lines and lines[-1].strip():
+    if (repair_tail or skip_cut_tail) and lines and lines[-1].strip():
         try:
             json.loads(lines[-1])
         except json.JSONDecodeError:
-            cut = len(text) - len(lines[-1])
-            log.warning("%s: dropping an incomplete last line %d (a run was cut off while writing)", path, len(lines))
-            with open(path, "r+b") as f:
-                f.truncate(len(text[:cut].encode("utf-8")))
+            if repair_tail:
+                cut = len(text) - len(lines[-1])
+                log.warning("%s: dropping an incomplete last line %d (a run was cut off while writing)",
+                            path, len(lines))
+                with open(path, "r+b") as f:
+                    f.truncate(len(text[:cut].encode("utf-8")))
             lines = lines[:-1]
     records = []
     for i, line in enumerate(lines, 1):

@@ -228,11 +228,14 @@ def pair_matches(questions, judge_prompts: dict, answers: dict[str, dict], pairs
     return out
 
 
-def done_keys(path: Path, mode: str) -> set[tuple]:
-    """Keys of the records already in a judgment file (a cut-off last line is dropped first)."""
+def done_keys(path: Path, mode: str, *, repair: bool = True) -> set[tuple]:
+    """Keys of the records already in a judgment file.
+
+    A last line cut off by a killed run is removed from the file first (``repair``) or just skipped.
+    """
     fields = SINGLE_FIELDS if mode == "single" else PAIR_FIELDS
     keys = set()
-    for line, rec in read_jsonl_lines(path, repair_tail=True):
+    for line, rec in read_jsonl_lines(path, repair_tail=repair, skip_cut_tail=not repair):
         require(rec, fields, path, line)
         keys.add((rec["question_id"], rec["model"], rec["turn"]) if mode == "single"
                  else pair_key(rec["question_id"], rec["model_1"], rec["model_2"], rec["turn"]))
@@ -256,9 +259,13 @@ async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, 
         return text
 
     async def play(match: Match, bar) -> None:
-        try:
-            replies = await asyncio.gather(*(ask(c) for c in match.calls))
-        except Exception as e:  # noqa: BLE001 - counted and re-raised as JudgeRunError after the others finish
+        # wait for both games even if one fails: the other's reply is cached for the rerun
+        replies = await asyncio.gather(*(ask(c) for c in match.calls), return_exceptions=True)
+        errors = [r for r in replies if isinstance(r, BaseException)]
+        if errors:
+            if not all(isinstance(e, Exception) for e in errors):  # cancellation, KeyboardInterrupt
+                raise next(e for e in errors if not isinstance(e, Exception))
+            e = errors[0]  # counted, and raised as JudgeRunError once the other matches are done
             log.error("judgment %s failed: %s", match.key, type(e).__name__)
             summary.failed.append(f"{match.key}: {type(e).__name__}: {e}")
             return
@@ -274,12 +281,13 @@ async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, 
         await asyncio.gather(*(play(m, bar) for m in matches))
 
 
-def _open_cache(cache, run_dir: Path) -> JudgeCache | None:
+def _open_cache(cache, run_dir: Path, *, create: bool = True) -> JudgeCache | None:
     if cache is False or cache is None:
         return None
     if isinstance(cache, JudgeCache):
         return cache
-    return JudgeCache(RunDir(run_dir).root / "judge_cache.sqlite" if cache is True else cache)
+    path = Path(RunDir(run_dir).root / "judge_cache.sqlite" if cache is True else cache)
+    return JudgeCache(path) if create or path.exists() else None
 
 
 async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, models: list[str] | None = None,
@@ -309,9 +317,9 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
     matches: list[Match] = (single_matches(questions, judge_prompts, answers, backend.model, **args) if mode == "single"
                             else pair_matches(questions, judge_prompts, answers, pairs, backend.model, **args))
     path = RunDir(run_dir).judgments(bench, backend.model, mode)
-    done = done_keys(path, mode)
+    done = done_keys(path, mode, repair=not dry_run)  # a dry run changes no file
     todo = [m for m in matches if m.key not in done]
-    store = _open_cache(cache, run_dir)
+    store = _open_cache(cache, run_dir, create=not dry_run)
     try:
         calls = [c for m in todo for c in m.calls]
         cached = sum(1 for c in calls if store is not None and c.key in store)
