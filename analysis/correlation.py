@@ -67,10 +67,9 @@ def table4(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame
 
 def table4_wide(t4: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout: one row per model and variable, Pearson / Spearman / Kendall side by side."""
-    w = t4.pivot_table(index=["model_id", "objective", "variable"], columns="method", values="estimate",
-                       aggfunc="first", dropna=False)
-    p = t4.pivot_table(index=["model_id", "objective", "variable"], columns="method", values="paper",
-                       aggfunc="first", dropna=False).add_prefix("paper_")
+    key = ["model_id", "objective", "variable", "method"]
+    w = t4.set_index(key)["estimate"].unstack("method")
+    p = t4.set_index(key)["paper"].unstack("method").add_prefix("paper_")
     out = w.join(p).reset_index()
     keep = ["model_id", "objective", "variable", "pearson", "spearman", "kendall",
             "paper_pearson", "paper_spearman", "paper_kendall"]

@@ -120,7 +120,7 @@ def _bench_title(bench: str, judge: str) -> str:
 def outcome_bars(t2: pd.DataFrame) -> Figure:
     """Stacked win/tie/loss bars (percent) per comparison, one panel per benchmark; ◆ = paper's win %."""
     panels = _bench_judges(t2)
-    fig, axes = style.new_figure((5.5 * len(panels), 3.2), 1, len(panels))
+    fig, axes = style.new_figure((5.5 * len(panels), 3.6), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
         d = t2[(t2["bench"] == bench) & (t2["judge"] == judge)].reset_index(drop=True)
         names = [f"{style.label(a)} vs {style.label(b)}" for a, b in zip(d["objective_a"], d["objective_b"])]
@@ -132,7 +132,7 @@ def outcome_bars(t2: pd.DataFrame) -> Figure:
             ax.scatter(d["paper_win"], names, marker="D", color="black", zorder=3, label="paper win")
         ax.set(xlim=(0, 100), xlabel="share of judged turns (%)", title=_bench_title(bench, judge))
         ax.invert_yaxis()
-        ax.legend(loc="lower right", ncols=2)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=4)
     return fig
 
 

@@ -17,7 +17,7 @@ from srdpo_eval.run_dir import ModelEntry, RunDir, write_models
 OBJ = ("dpo", "sr-dpo", "ipo", "sr-ipo")
 STEPS = 8
 BATCH = 4
-QIDS = list(range(81, 91))  # real MT-Bench ids (writing / roleplay), so categories resolve
+QIDS = [81, 91, 101, 111, 121, 131, 141, 151, 82, 92]  # real MT-Bench ids, 8 categories
 
 
 # ------------------------------------------------------------------------------ synthetic inputs
@@ -123,7 +123,7 @@ def make_run_dir(root: Path) -> RunDir:
         for q in QIDS:
             for turn in (1, 2):
                 single.append({"question_id": q, "model": m, "judge": ["gpt-4", "single-v1"], "user_prompt": "u",
-                               "judgment": "Rating: [[5]]", "score": float((q + turn + j) % 10 + 1),
+                               "judgment": "Rating: [[5]]", "score": float((q * (j + 1) + turn) % 10 + 1),
                                "turn": turn, "tstamp": 0.0})
     _write_jsonl(run.judgments("mt_bench", "gpt-4", "single"), single)
     run.leaderboard.mkdir(parents=True)
