@@ -388,3 +388,17 @@ def test_pairwise_game_that_fails_leaves_the_other_cached(tmp_path, small_data, 
                        progress=False)
         assert server.requests == 1  # only the failed game; its partner came from the cache
     assert len(lines(RunDir(run).judgments("vicuna_bench", "gpt-4", "pairwise"))) == total
+
+
+def test_cli_local_judge_backend(tmp_path, small_data, tiny_model_dir, capsys):
+    from srdpo_eval.cli import main
+
+    run = make_run(tmp_path, small_data, models=("alpha",), benches=("vicuna_bench",))
+    assert main(["judge", str(run), "--judge-model", str(tiny_model_dir), "--judge-backend", "local", "--bench",
+                 "vicuna_bench", "--data-dir", str(small_data), "--no-progress"]) == 0
+    judge_files = list((run / "vicuna_bench" / "model_judgment").glob("*_single.jsonl"))
+    assert len(judge_files) == 1
+    recs = lines(judge_files[0])
+    assert len(recs) == len(load_questions(small_data, "vicuna_bench"))
+    assert all(1 <= r["score"] <= 10 and r["judge"][0].startswith("local-") for r in recs)
+    assert "alpha" in capsys.readouterr().out
