@@ -107,6 +107,7 @@ def test_full_logits_never_materialised(tiny_model_dir, monkeypatch):
     assert sum(s[0] for s in seen) == int(loss[:, 1:].sum())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_autocast_close_to_fp32_on_cuda(tiny_model_dir):
     model = _load(tiny_model_dir).cuda()
