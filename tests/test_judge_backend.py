@@ -106,3 +106,10 @@ def test_subprocess_server_counts_over_http(key):
     with FakeOpenAI(subprocess=True, faults={0: "500"}) as server:
         assert chat(OpenAIBackend("gpt-4", base_url=server.base_url, **FAST)) == scripted_reply(MSGS)
         assert server.requests == 2 and server.completed == 1
+
+
+def test_one_backend_serves_successive_event_loops(key):
+    with FakeOpenAI() as server:
+        backend = OpenAIBackend("gpt-4", base_url=server.base_url, **FAST)
+        assert chat(backend) == chat(backend) == scripted_reply(MSGS)
+        assert server.completed == 2

@@ -91,13 +91,14 @@ class OpenAIBackend:
         # the client's connection pool belongs to one event loop: one client per loop (asyncio.run each)
         self._make_client = lambda: openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
                                                        max_retries=0)
-        self._clients: dict[int, openai.AsyncOpenAI] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # held, so its id cannot be reused meanwhile
+        self._client_obj: openai.AsyncOpenAI | None = None
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
-        if id(loop) not in self._clients:
-            self._clients = {id(loop): self._make_client()}  # drop clients of finished loops
-        return self._clients[id(loop)]
+        if self._loop is not loop or self._client_obj is None:
+            self._loop, self._client_obj = loop, self._make_client()
+        return self._client_obj
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -126,7 +127,7 @@ class OpenAIBackend:
                     retry_state.attempt_number, retry_state.upcoming_sleep)
 
     async def aclose(self) -> None:
-        """Close the current event loop's client."""
-        client = self._clients.pop(id(asyncio.get_running_loop()), None)
-        if client is not None:
+        """Close the client of the running event loop (call it before that loop ends)."""
+        if self._client_obj is not None and self._loop is asyncio.get_running_loop():
+            client, self._client_obj = self._client_obj, None
             await client.close()
