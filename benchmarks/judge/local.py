@@ -14,6 +14,7 @@ call costs one forward of the prompt plus one small batched forward.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class LocalJudge:
         self._cands = {kind: self._candidate_ids(kind) for kind in PREFIX}
         self._lock = threading.Lock()
         self.truncations = 0
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self._lm.forward).parameters
 
     def _candidate_ids(self, kind: str) -> list[list[int]]:
         # Tokenize each ending after its prefix, so the ids are the ones the model would see in context.
@@ -155,7 +157,9 @@ class LocalJudge:
 
         dev = self._lm.device
         with torch.inference_mode():
-            out = self._lm(input_ids=torch.tensor([ids], device=dev), use_cache=True)
+            # logits of the last position only: the vocabulary projection of every prompt token is wasted work
+            keep = {"logits_to_keep": 1} if self._keeps_logits else {}
+            out = self._lm(input_ids=torch.tensor([ids], device=dev), use_cache=True, **keep)
             first = torch.log_softmax(out.logits[0, -1].float(), -1)
             logps = [first[c[0]].item() for c in cands]
             width = max(len(c) for c in cands) - 1
