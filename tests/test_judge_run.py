@@ -147,7 +147,7 @@ def test_killed_process_resumes_from_file_and_cache(tmp_path, small_data, key):
     run = make_run(tmp_path, small_data)
     path = RunDir(run).judgments("mt_bench", "gpt-4", "single")
     total = 2 * n_turns(small_data, "mt_bench")
-    with FakeOpenAI(latency=0.05) as server:
+    with FakeOpenAI(latency=0.1) as server:  # slow enough that the kill lands midway
         # the judge alone (the full CLI would also import every stage)
         code = ("import sys; from benchmarks.judge.openai_backend import OpenAIBackend; "
                 "from benchmarks.judge.run import judge_single; "
