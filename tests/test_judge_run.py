@@ -298,10 +298,13 @@ def test_dry_run_counts_cached_and_done_and_calls_nothing(tmp_path, small_data, 
     assert len(lines(path)) == per_model  # a dry run writes nothing
 
 
-def test_api_key_is_never_written_or_logged(tmp_path, small_data, key, capsys, caplog):
+def test_api_key_is_never_written_or_logged(tmp_path, small_data, key, capsys, caplog, monkeypatch):
     import logging
 
+    import benchmarks.judge.estimate as E
     from srdpo_eval.cli import main
+
+    monkeypatch.setattr(E, "token_counter", lambda: ((lambda text: len(text) // 4), "test"))  # no download
 
     caplog.set_level(logging.DEBUG)
     run = make_run(tmp_path, small_data, benches=("mt_bench", "vicuna_bench"))
