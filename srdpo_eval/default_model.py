@@ -85,13 +85,8 @@ def _strip_gguf_marker(model) -> None:
     for cfg in (model.config, getattr(model.config, "text_config", None)):
         if cfg is not None and hasattr(cfg, "quantization_config"):
             delattr(cfg, "quantization_config")
-    if getattr(model, "hf_quantizer", None) is not None:
+    if getattr(model, "hf_quantizer", None) is not None:  # transformers derives "is quantized" from it
         model.hf_quantizer = None
-    if hasattr(model, "is_quantized"):
-        try:
-            model.is_quantized = False
-        except AttributeError:  # a read-only property derived from hf_quantizer
-            pass
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str | None = None) -> Path:
