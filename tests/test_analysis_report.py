@@ -360,3 +360,23 @@ def test_bad_log_line_names_file_and_line(tmp_path):
     # an unterminated last line (a writer cut off) is dropped, complete lines are kept
     (d / "log.jsonl").write_text(json.dumps(_log_row("dpo", 1)) + "\n" + '{"step": 2, "pairs')
     assert len(load_inputs(tmp_path).train["dpo"].log) == 1
+
+
+def test_mt_bench_category_scores_match_the_judgments(built, fastchat_data_dir):
+    from benchmarks.fastchat_data import load_questions
+
+    run, rep = built
+    cats = pd.read_csv(run.tables / "mt_bench_categories_gpt-4.csv").set_index("objective")
+    category = {q.question_id: q.category for q in load_questions(fastchat_data_dir, "mt_bench")}
+    for j, m in enumerate(("sft", *OBJ)):
+        for cat in cats.columns:
+            want = np.mean([(q * (j + 1) + turn) % 10 + 1 for q in QIDS if category[q] == cat for turn in (1, 2)])
+            assert cats.loc[m, cat] == pytest.approx(want), (m, cat)
+    fig = _figure(rep, "mt_bench_categories_gpt-4")
+    bars = [b for b in fig.axes[0].patches]
+    heights = sorted(round(b.get_height(), 9) for b in bars)
+    assert heights == sorted(round(v, 9) for v in cats.to_numpy().ravel())
+    scores = pd.read_csv(run.tables / "mt_bench_scores_gpt-4.csv").set_index("model_id")
+    for j, m in enumerate(("sft", *OBJ)):
+        t1 = np.mean([(q * (j + 1) + 1) % 10 + 1 for q in QIDS])
+        assert scores.loc[m, "turn_1"] == pytest.approx(t1)
