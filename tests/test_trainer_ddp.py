@@ -31,7 +31,8 @@ WORKER = textwrap.dedent('''
     tm.save_checkpoint = save
     tm.train(TrainConfig(objective="sr-dpo", model=model, data=data, output=out, batch_size=4,
                          learning_rate=1e-3, warmup_steps=0, max_steps=3, ref_cache_dir=cache,
-                         progress=False, data_cfg=DataConfig(max_length=128, max_prompt_length=64)))
+                         progress=False, device="cpu",
+                         data_cfg=DataConfig(max_length=128, max_prompt_length=64)))
 ''')
 
 
@@ -68,7 +69,7 @@ def test_two_process_ddp_ranks_identical(tiny_model_dir, tmp_path):
 
     one = load_file(str(tm.train(TrainConfig(
         objective="sr-dpo", model=str(tiny_model_dir), data=str(data), output=str(tmp_path / "one"), batch_size=4,
-        learning_rate=1e-3, warmup_steps=0, max_steps=3, ref_cache_dir=str(cache), progress=False,
+        learning_rate=1e-3, warmup_steps=0, max_steps=3, ref_cache_dir=str(cache), progress=False, device="cpu",
         data_cfg=DataConfig(max_length=128, max_prompt_length=64))) / "model.safetensors"))
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"

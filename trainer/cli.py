@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     a("--max-steps", dest="max_steps", type=int)
     a("--save-every", dest="save_every", type=int)
     a("--seed", type=int)
+    a("--device", choices=("auto", "cpu", "cuda"))
     a("--dtype", choices=("auto", "fp32", "bf16"))
     a("--mixed-precision", dest="mixed_precision", choices=("auto", "bf16", "no"))
     a("--gradient-checkpointing", dest="gradient_checkpointing", type=_bool, metavar="BOOL")

@@ -49,6 +49,7 @@ class TrainConfig:
     max_steps: int | None = None
     save_every: int = 0  # steps between checkpoint-<step>/ (0: only final/)
     seed: int = 0
+    device: str = "auto"  # auto: CUDA if available | cpu (forces the CPU even with a GPU)
     dtype: str = "auto"  # weights: auto = fp32 (master weights; bf16 autocast on GPU) | bf16 | fp32
     mixed_precision: str = "auto"  # auto = bf16 autocast on a bf16 GPU, else none | bf16 | no
     gradient_checkpointing: bool = False
@@ -85,6 +86,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
             (self.save_every >= 0, "save_every must be >= 0"),
+            (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
             (self.mixed_precision in ("auto", "bf16", "no"), "mixed_precision must be auto, bf16 or no"),
         ]
         for ok, msg in checks:

@@ -153,7 +153,9 @@ def train(cfg: TrainConfig) -> Path:
 
     cfg.validate()
     out = Path(cfg.output)
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if cfg.device == "cuda" and not cuda:
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
