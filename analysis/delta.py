@@ -74,11 +74,13 @@ def _append(path: Path, df: pd.DataFrame) -> None:
         os.fsync(f.fileno())
 
 
-def compute_delta(policy: str | Path, reference: str | Path, records: list[dict], output: str | Path, *,
-                  model_id: str, cfg: DeltaConfig | None = None, data_cfg=None, source: str = "<pairs>") -> pd.DataFrame:
+def delta_for_records(policy: str | Path, reference: str | Path, records: list[dict], output: str | Path, *,
+                      model_id: str, cfg: DeltaConfig | None = None, data_cfg=None,
+                      source: str = "<pairs>") -> pd.DataFrame:
     """Write (or complete) the Δπ table ``output`` for ``records`` and return it in record order.
 
-    ``records`` are preference records as trainer.data.load_preference_data returns them (with ``id``).
+    ``records`` are preference records as trainer.data.load_preference_data returns them (with ``id``);
+    ``reference`` is required (Δπ and m(x) are log-ratios against it).
     Rows already in ``output`` (same model_id and β) are kept and not recomputed.
     """
     import torch
@@ -157,6 +159,36 @@ def compute_delta(policy: str | Path, reference: str | Path, records: list[dict]
     return table.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
+def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path, *, ref_model: str | Path | None = None,
+                  beta: float | None = None, model_id: str | None = None, batch_size: int = 8, chunk_size: int = 64,
+                  max_pairs: int | None = None, seed: int = 0, rating_fields=("chosen_rating", "rejected_rating"),
+                  max_length: int | None = None, max_prompt_length: int | None = None, dtype: str = "auto",
+                  device: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """The Δπ table of ``checkpoint`` on the pairs file/dataset ``pairs``, written to ``output``.
+
+    Defaults come from the checkpoint as the trainer recorded it (srdpo_info.json: ref_model, β,
+    reduce; the run's config.yaml: data options), explicit arguments win. ``max_pairs`` takes a seeded
+    random sample (the paper: 200 random pairs). See :func:`delta_for_records`.
+    """
+    from trainer.data import DataConfig, load_preference_data
+
+    defaults = checkpoint_defaults(checkpoint)
+    ref = ref_model or defaults["ref_model"]
+    if not ref:
+        raise ValueError(f"{checkpoint}: srdpo_info.json names no ref_model; pass the reference model")
+    data_cfg = defaults["data_cfg"] or DataConfig()
+    if max_length is not None:
+        data_cfg = replace(data_cfg, max_length=max_length)
+    if max_prompt_length is not None:
+        data_cfg = replace(data_cfg, max_prompt_length=max_prompt_length)
+    cfg = DeltaConfig(beta=beta if beta is not None else (defaults["beta"] or 0.1),
+                      reduce=defaults["reduce"] or "sum", batch_size=batch_size, chunk_size=chunk_size,
+                      rating_fields=tuple(rating_fields), dtype=dtype, device=device, progress=progress)
+    records = sample_records(load_preference_data(str(pairs)), max_pairs, seed)
+    return delta_for_records(checkpoint, ref, records, output, model_id=model_id or default_model_id(checkpoint),
+                             cfg=cfg, data_cfg=data_cfg, source=str(pairs))
+
+
 def sample_records(records: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
     """A reproducible random sample of ``limit`` records in their original order (all if None)."""
     if limit is None or limit >= len(records):
@@ -195,15 +227,9 @@ def default_model_id(checkpoint: str | Path) -> str:
 
 
 def delta_command(args) -> int:
-    """`srdpo-eval delta`: resolve defaults from the checkpoint, run :func:`compute_delta`, print a summary."""
+    """`srdpo-eval delta`: resolve the output path, run :func:`compute_delta`, print a summary."""
     from srdpo_eval.run_dir import RunDir, safe_name
-    from trainer.data import load_preference_data
 
-    defaults = checkpoint_defaults(args.checkpoint)
-    ref = args.ref_model or defaults["ref_model"]
-    if not ref:
-        print(f"error: no reference model: {args.checkpoint}/srdpo_info.json has no ref_model; pass --ref-model")
-        return 2
     model_id = args.model_id or default_model_id(args.checkpoint)
     if args.output:
         output = Path(args.output)
@@ -216,13 +242,12 @@ def delta_command(args) -> int:
     if len(fields) != 2:
         print(f"error: --rating-fields needs two names separated by a comma, got {args.rating_fields!r}")
         return 2
-    cfg = DeltaConfig(beta=args.beta if args.beta is not None else (defaults["beta"] or 0.1),
-                      reduce=defaults["reduce"] or "sum", batch_size=args.batch_size, chunk_size=args.chunk_size,
-                      rating_fields=fields, dtype=args.dtype, device=args.device)
-    records = sample_records(load_preference_data(args.pairs), args.limit, args.seed)
-    table = compute_delta(args.checkpoint, ref, records, output, model_id=model_id, cfg=cfg,
-                          data_cfg=defaults["data_cfg"], source=str(args.pairs))
-    print(f"{len(table)} pairs in {output} (model {model_id}, reference {ref}, β={cfg.beta}, {cfg.reduce} log-probs)")
+    table = compute_delta(args.checkpoint, args.pairs, output, ref_model=args.ref_model, beta=args.beta,
+                          model_id=model_id, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                          max_pairs=args.limit, seed=args.seed, rating_fields=fields, dtype=args.dtype,
+                          device=args.device)
+    print(f"{len(table)} pairs in {output} (model {model_id}, β={table['beta'].iloc[0] if len(table) else '?'}, "
+          f"{table['reduce'].iloc[0] if len(table) else '?'} log-probs)")
     cols = [c for c in ("delta", "margin", "reward_margin", "margin_p", "rating_diff") if table[c].notna().any()]
     with pd.option_context("display.float_format", "{:.4f}".format):
         print(table[cols].describe().loc[["count", "mean", "std", "min", "max"]].to_string())

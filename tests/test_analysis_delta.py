@@ -57,9 +57,9 @@ def _seq_logp(model, tok, context: str, completion: str) -> tuple[float, int]:
 
 
 def test_policy_equal_to_reference_gives_zero(models, tmp_path):
-    from analysis.delta import compute_delta
+    from analysis.delta import delta_for_records
 
-    t = compute_delta(models["same"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "d.csv",
+    t = delta_for_records(models["same"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "d.csv",
                       model_id="same", cfg=_cfg())
     assert list(t["id"]) == [r["id"] for r in RECORDS]
     for col in ("delta", "margin", "reward_margin", "margin_p"):
@@ -71,10 +71,10 @@ def test_policy_equal_to_reference_gives_zero(models, tmp_path):
 def test_values_match_an_independent_computation(models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.delta import compute_delta
+    from analysis.delta import delta_for_records
 
     beta = 0.25
-    t = compute_delta(models["other"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "d.csv",
+    t = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "d.csv",
                       model_id="other", cfg=_cfg(beta=beta)).set_index("id")
     tok = AutoTokenizer.from_pretrained(models["ref"])
     pol = AutoModelForCausalLM.from_pretrained(models["other"], dtype=torch.float32).eval()
@@ -99,12 +99,12 @@ def test_values_match_an_independent_computation(models, tmp_path):
 
 def test_resume_computes_only_missing_ids(models, tmp_path, monkeypatch):
     import trainer.scoring
-    from analysis.delta import compute_delta
+    from analysis.delta import delta_for_records
 
     out = tmp_path / "d.csv"
-    full = compute_delta(models["other"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "full.csv",
+    full = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "full.csv",
                          model_id="other", cfg=_cfg())
-    compute_delta(models["other"], models["ref"], [dict(r) for r in RECORDS[:3]], out, model_id="other", cfg=_cfg())
+    delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS[:3]], out, model_id="other", cfg=_cfg())
     with open(out, "a") as f:  # a writer killed mid-line
         f.write("d,other,0.1")
     seen = []
@@ -115,24 +115,24 @@ def test_resume_computes_only_missing_ids(models, tmp_path, monkeypatch):
         return real(model, pairs, **kw)
 
     monkeypatch.setattr(trainer.scoring, "pair_logps", spy)
-    again = compute_delta(models["other"], models["ref"], [dict(r) for r in RECORDS], out, model_id="other", cfg=_cfg())
+    again = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], out, model_id="other", cfg=_cfg())
     assert sorted(set(seen)) == ["d", "e"]  # policy and reference each scored only the missing pairs
     assert list(again["id"]) == [r["id"] for r in RECORDS]
     pd.testing.assert_frame_equal(again[["id", "delta", "margin"]], full[["id", "delta", "margin"]], atol=1e-9)
     seen.clear()
-    compute_delta(models["other"], models["ref"], [dict(r) for r in RECORDS], out, model_id="other", cfg=_cfg())
+    delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], out, model_id="other", cfg=_cfg())
     assert seen == []  # complete: nothing recomputed, no model loaded
     with pytest.raises(ValueError, match="beta"):
-        compute_delta(models["other"], models["ref"], [dict(r) for r in RECORDS], out, model_id="other",
+        delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], out, model_id="other",
                       cfg=_cfg(beta=0.5))
 
 
 def test_bad_rating_names_the_record_and_field(models, tmp_path):
-    from analysis.delta import compute_delta
+    from analysis.delta import delta_for_records
 
     bad = [dict(RECORDS[0], chosen_rating="five", _line=7)]
     with pytest.raises(ValueError, match=r"pairs.jsonl: line 7.*'chosen_rating'"):
-        compute_delta(models["other"], models["ref"], bad, tmp_path / "d.csv", model_id="x", cfg=_cfg(),
+        delta_for_records(models["other"], models["ref"], bad, tmp_path / "d.csv", model_id="x", cfg=_cfg(),
                       source="pairs.jsonl")
 
 
@@ -185,3 +185,19 @@ def test_pairs_from_answers(tmp_path, fastchat_data_dir):
     assert recs[0]["prompt"][0]["role"] == "user" and recs[0]["prompt"][0]["content"].startswith("Compose")
     assert (recs[0]["chosen_rating"], recs[0]["rejected_rating"]) == (8, 3)
     assert recs[1]["rejected_rating"] is None  # score −1: no verdict
+
+
+def test_compute_delta_reads_defaults_from_the_checkpoint(models, tmp_path):
+    from analysis.delta import compute_delta, delta_for_records
+
+    ckpt = tmp_path / "train" / "sr-ipo" / "final"
+    shutil.copytree(models["other"], ckpt)
+    (ckpt / "srdpo_info.json").write_text(json.dumps({"beta": 0.3, "ref_model": str(models["ref"]), "reduce": "sum"}))
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    t = compute_delta(ckpt, pairs, tmp_path / "a.csv", max_pairs=3, batch_size=2, device="cpu", dtype="fp32",
+                      progress=False)
+    assert len(t) == 3 and set(t["model_id"]) == {"sr-ipo"} and set(t["beta"]) == {0.3}
+    direct = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS if r["id"] in set(t["id"])],
+                               tmp_path / "b.csv", model_id="sr-ipo", cfg=_cfg(beta=0.3))
+    np.testing.assert_allclose(t["delta"], direct["delta"], atol=1e-9)
