@@ -70,8 +70,12 @@ def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_di
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
-    return df.map(lambda v: f"{v:.3g}" if isinstance(v, float) and abs(v) < 1 else
-                  (f"{v:.2f}" if isinstance(v, float) else v))
+    def cell(v):
+        if isinstance(v, float):
+            return "" if v != v else (f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}")
+        return v
+
+    return df.map(cell).astype(object)
 
 
 def render_markdown(rep: Report) -> str:
@@ -102,8 +106,9 @@ def print_summary(rep: Report, console=None) -> None:
     import sys
 
     out = console or sys.stdout
-    for n in rep.notes:
-        print(f"note: {n}", file=out)
+    for n in rep.notes:  # the sections repeat the missing inputs they needed; the rest is said here
+        if "models.json" in n:
+            print(f"note: {n}", file=out)
     with pd.option_context("display.width", 160, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         for sec in rep.sections:
             for n in sec.notes:

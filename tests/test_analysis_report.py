@@ -380,3 +380,42 @@ def test_mt_bench_category_scores_match_the_judgments(built, fastchat_data_dir):
     for j, m in enumerate(("sft", *OBJ)):
         t1 = np.mean([(q * (j + 1) + 1) % 10 + 1 for q in QIDS])
         assert scores.loc[m, "turn_1"] == pytest.approx(t1)
+
+
+def test_real_trainer_logs_and_delta_tables(tiny_model_dir, tmp_path):
+    """The trainer's own log.jsonl / run_info.json and a `delta` table feed the figures as written."""
+    from analysis.delta import DeltaConfig, delta_for_records
+    from analysis.report import build_report
+    from trainer.data import load_preference_data
+    from trainer.cli import register as register_train
+
+    import argparse
+
+    data = tmp_path / "pairs.jsonl"
+    words = "the quick brown fox jumps over lazy dog paris sea plants light yes no good bad".split()
+    rng = np.random.default_rng(0)
+    say = lambda n: " ".join(rng.choice(words, n))
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": say(5), "chosen": " " + say(4),
+                                        "rejected": " " + say(6), "chosen_rating": int(rng.integers(1, 6)),
+                                        "rejected_rating": int(rng.integers(1, 6))}) + "\n" for i in range(16)))
+    run = RunDir(tmp_path / "run")
+    parser = argparse.ArgumentParser()
+    register_train(parser.add_subparsers())
+    for obj in ("dpo", "sr-dpo"):
+        args = parser.parse_args(["train", "--objective", obj, "--model", str(tiny_model_dir), "--data", str(data),
+                                  "--output", str(run.train(obj)), "--batch-size", "4", "--warmup-steps", "0",
+                                  "--learning-rate", "1e-3", "--device", "cpu", "--no-progress"])
+        assert args.func(args) == 0
+    delta_for_records(run.train("sr-dpo") / "final", tiny_model_dir, load_preference_data(str(data)),
+                      run.delta / "sr-dpo.csv", model_id="sr-dpo",
+                      cfg=DeltaConfig(batch_size=4, dtype="fp32", device="cpu", progress=False))
+    rep = build_report(run.root, n_boot=100)
+    assert {"figure1_margin_accuracy", "figure1_prompted_accuracy", "training_curves", "table4_scatter"} <= set(rep.figures)
+    log = pd.read_json(run.train("sr-dpo") / "log.jsonl", lines=True)
+    (_, x, y), _ = _lines(_figure(rep, "figure1_margin_accuracy"))["Sr-DPO"]
+    np.testing.assert_allclose(x, log["pairs_seen"])
+    np.testing.assert_allclose(y, log["margin"])
+    t4 = pd.read_csv(run.tables / "table4_correlation.csv")
+    d = pd.read_csv(run.delta / "sr-dpo.csv")
+    got = t4[(t4.variable == "delta") & (t4.method == "pearson")]["estimate"].item()
+    assert got == pytest.approx(stats.pearsonr(d["delta"], d["chosen_rating"] - d["rejected_rating"]).statistic)
