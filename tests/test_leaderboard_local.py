@@ -465,6 +465,9 @@ def test_offline_probe_is_quick_and_sets_flags(monkeypatch):
     assert decide_offline(LeaderboardConfig(offline=False)) is False
     import datasets.config
 
-    with hub_mode(True):
+    before = (os.environ.get("HF_HUB_OFFLINE"), datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_CACHE)
+    with hub_mode(True, datasets_cache="/tmp/srdpo-lb-cache"):
         assert os.environ["HF_HUB_OFFLINE"] == "1" and datasets.config.HF_HUB_OFFLINE is True
-    assert "HF_HUB_OFFLINE" not in os.environ and datasets.config.HF_HUB_OFFLINE is False
+        assert str(datasets.config.HF_DATASETS_CACHE) == "/tmp/srdpo-lb-cache"
+    assert (os.environ.get("HF_HUB_OFFLINE"), datasets.config.HF_HUB_OFFLINE,
+            datasets.config.HF_DATASETS_CACHE) == before  # restored, whatever it was
