@@ -70,6 +70,11 @@ def guess_entry(model_id: str) -> ModelEntry | None:
                       pairs_seen=int(pairs.group(1)) if pairs else None)
 
 
+def is_final(e: ModelEntry) -> bool:
+    """A run's final model is named after its run (or objective); checkpoints carry a -p<pairs> suffix."""
+    return e.model_id in (e.run, e.objective)
+
+
 @dataclass
 class TrainRun:
     """One training run: its run_info.json and its per-step log as a DataFrame."""
@@ -140,7 +145,7 @@ class Inputs:
                 return e
         if not same:
             return None
-        return max(same, key=lambda e: (e.pairs_seen or -1, e.step or -1))
+        return max(same, key=lambda e: (e.pairs_seen or -1, is_final(e), e.step or -1))
 
     def checkpoints(self, objective: str) -> list[ModelEntry]:
         """The main run's checkpoints of an objective with a known pairs_seen, in training order."""
@@ -152,7 +157,11 @@ class Inputs:
             same = [e for e in same if e.run == main.run]
         else:
             same = [e for e in same if e.lam == main.lam and e.beta == main.beta]
-        return sorted(same, key=lambda e: e.pairs_seen)
+        # A last checkpoint and final/ can hold the same weights at the same pairs seen: keep the final.
+        by_pairs: dict[int, ModelEntry] = {}
+        for e in sorted(same, key=is_final):
+            by_pairs[e.pairs_seen] = e
+        return [by_pairs[k] for k in sorted(by_pairs)]
 
 
 def _known_ids(inputs: Inputs) -> set[str]:

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import paper_numbers, style
-from analysis.inputs import PRODUCERS, Inputs
+from analysis.inputs import PRODUCERS, Inputs, is_final
 from analysis.section import Section
 from srdpo_eval.run_dir import ModelEntry
 
@@ -73,7 +73,8 @@ def lambda_table(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.Dat
                 continue
             if eb.pairs_seen is not None and e.pairs_seen is not None and e.pairs_seen != eb.pairs_seen:
                 continue
-            if e.lam not in finals or (e.pairs_seen or -1) > (finals[e.lam].pairs_seen or -1):
+            rank = lambda x: (x.pairs_seen or -1, is_final(x))
+            if e.lam not in finals or rank(e) > rank(finals[e.lam]):
                 finals[e.lam] = e
         for (bench, judge), df in inputs.pair.items():
             for lam, e in sorted(finals.items()):

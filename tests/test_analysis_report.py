@@ -419,3 +419,21 @@ def test_real_trainer_logs_and_delta_tables(tiny_model_dir, tmp_path):
     d = pd.read_csv(run.delta / "sr-dpo.csv")
     got = t4[(t4.variable == "delta") & (t4.method == "pearson")]["estimate"].item()
     assert got == pytest.approx(stats.pearsonr(d["delta"], d["chosen_rating"] - d["rejected_rating"]).statistic)
+
+
+def test_model_roles_from_models_json_and_from_names(tmp_path):
+    from analysis.inputs import Inputs, guess_entry
+
+    e = [ModelEntry("sr-dpo-p64", "", "sr-dpo", lam=0.5, pairs_seen=64, run="sr-dpo"),
+         ModelEntry("sr-dpo", "", "sr-dpo", lam=0.5, pairs_seen=64, run="sr-dpo"),
+         ModelEntry("sr-dpo-p32", "", "sr-dpo", lam=0.5, pairs_seen=32, run="sr-dpo"),
+         ModelEntry("sr-dpo-lam1-p32", "", "sr-dpo", lam=1.0, pairs_seen=32, run="sr-dpo-lam1"),
+         ModelEntry("sr-dpo-lam1", "", "sr-dpo", lam=1.0, pairs_seen=64, run="sr-dpo-lam1")]
+    inp = Inputs(run=RunDir(tmp_path), models=e)
+    assert inp.main("sr-dpo").model_id == "sr-dpo"
+    assert [c.model_id for c in inp.checkpoints("sr-dpo")] == ["sr-dpo-p32", "sr-dpo"]  # final wins the tie
+    assert inp.main("ipo") is None and inp.checkpoints("ipo") == []
+    g = guess_entry("sr-ipo-lam0.3-p128")
+    assert (g.objective, g.lam, g.pairs_seen) == ("sr-ipo", 0.3, 128)
+    assert guess_entry("dpo").objective == "dpo" and guess_entry("dpo").pairs_seen is None
+    assert guess_entry("llama-7b") is None
