@@ -37,7 +37,7 @@ class DeltaConfig:
     batch_size: int = 8
     chunk_size: int = 64  # pairs per appended chunk: the resume granularity
     rating_fields: tuple[str, str] = ("chosen_rating", "rejected_rating")
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto: fp32 weights + bf16 autocast on a bf16 GPU (as the trainer); bf16 | fp16 | fp32
     device: str | None = None
     progress: bool = True
 
@@ -49,6 +49,20 @@ def _rating(rec: dict, name: str, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise ValueError(f"{where}: field {name!r} must be a number, got {v!r}")
     return float(v)
+
+
+def precision(dtype: str, device: str | None):
+    """(weight dtype, autocast dtype) as the trainer computes log-probs: "auto" = fp32 weights with bf16
+    autocast on a GPU that supports it (the trainer's mixed precision), fp32 on CPU; else as given."""
+    import torch
+
+    from trainer.modeling import default_device, resolve_dtype
+
+    if dtype != "auto":
+        return resolve_dtype(dtype, device), None
+    dev = torch.device(device) if device is not None else default_device()
+    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return torch.float32, amp
 
 
 def read_existing(path: Path) -> pd.DataFrame | None:
@@ -120,10 +134,12 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
                  for r in todo_records}
         ratings = {i: (_rating(by_id[i], cfg.rating_fields[0], where[i]), _rating(by_id[i], cfg.rating_fields[1], where[i]))
                    for i in by_id}
-        pol, _ = load_causal_lm(policy, dtype=cfg.dtype, device=cfg.device, with_tokenizer=False)
-        ref, _ = load_causal_lm(reference, dtype=cfg.dtype, device=cfg.device, with_tokenizer=False)
+        weights, amp = precision(cfg.dtype, cfg.device)
+        pol, _ = load_causal_lm(policy, dtype=weights, device=cfg.device, with_tokenizer=False)
+        ref, _ = load_causal_lm(reference, dtype=weights, device=cfg.device, with_tokenizer=False)
         pad = tokenizer.pad_token_id
-        kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False)
+        kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
+                  autocast_dtype=amp)
         bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
         for s in range(0, len(pairs), cfg.chunk_size):
             chunk = pairs[s:s + cfg.chunk_size]
