@@ -53,7 +53,8 @@ def test_two_process_ddp_ranks_identical(tiny_model_dir, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     cache = tmp_path / "cache"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # CPU DDP even on a GPU machine (else the launcher hands rank 1 a CUDA device that may not exist)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     # torchrun sets the process-group environment that Accelerator picks up (gloo on CPU); `accelerate
     # launch --cpu` would go through mpirun, which this machine does not have.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",

@@ -77,8 +77,16 @@ def test_gemma_softcapping_reproduced_and_checked(tmp_path):
     w = CompletionLogps(model, chunk_size=7)
     assert w.softcap == 3.0
     ours, _ = w(ids, attn, loss)
+    ours.sum().backward()
+    g_ours = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
     ref, _ = full_logits_logps(model, ids, attn, loss)
+    ref.sum().backward()
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-5)
+    assert g_ours.keys() == {k for k, p in model.named_parameters() if p.grad is not None}
+    for k, p in model.named_parameters():  # the softcap's derivative is in the hand-written backward
+        if p.grad is not None:
+            torch.testing.assert_close(g_ours[k], p.grad, atol=1e-4, rtol=1e-3, msg=k)
     w.softcap = None  # as if the transform were ignored: the self-check must catch it
     with pytest.raises(RuntimeError, match="disagrees with the full-logits"):
         verify_against_full_logits(w, ids, attn, loss)

@@ -2,8 +2,9 @@
 
 The transformer body runs once to hidden states; the LM head is applied only at the positions whose
 next token is a completion token (hidden state t predicts token t+1), in chunks of ``chunk_size``
-tokens, each with an fp32 log-softmax under activation checkpointing, so at most one chunk of
-[chunk, V] logits exists at a time, in the forward and in the backward. With a 262k vocabulary and
+tokens, each with an fp32 log-softmax; the backward recomputes each chunk (a hand-written autograd
+Function, the activation-checkpointing idea without autograd's per-chunk weight gradients), so at
+most one chunk of [chunk, V] logits exists at a time, in the forward and in the backward. With a 262k vocabulary and
 512-token sequences this is the difference between gigabytes and megabytes.
 
 Being the forward of an ``nn.Module`` that wraps the model, it is what DDP/FSDP (accelerate) wrap,
@@ -15,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 # Final-logit transforms some architectures apply after the LM head. Softcapping is reproduced here;
 # the others are refused rather than silently ignored.
@@ -36,11 +36,63 @@ def _body(model) -> nn.Module:
     return body
 
 
-def _head_logps(hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, softcap: float | None):
-    logits = F.linear(hidden, weight, bias).float()  # fp32 for the softmax: bf16 loses nats per sequence
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+def _cap(z: Tensor, softcap: float | None) -> Tensor:
+    return torch.tanh(z / softcap) * softcap if softcap else z
+
+
+class _ChunkedTokenLogps(torch.autograd.Function):
+    """log softmax(h Wᵀ + b)[target] per row, chunk by chunk, with a hand-written backward.
+
+    Forward keeps only the inputs; backward recomputes each chunk's logits and forms
+    ∂logp/∂logits = onehot − softmax in place, so the peak is one [chunk, V] fp32 block and the
+    LM-head weight gradient accumulates in a single fp32 buffer (autograd through checkpointed
+    chunks would hold one weight-sized gradient per chunk). The matmuls run in ``dtype`` (the
+    autocast dtype when autocast is on), the softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, chunk: int, softcap, dtype):
+        w = weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        for s in range(0, h.shape[0], chunk):
+            logits = _cap(F.linear(h[s:s + chunk].to(dtype), w, b).float(), softcap)
+            out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - logits.logsumexp(-1)
+        ctx.save_for_backward(h, weight, bias, targets)
+        ctx.chunk, ctx.softcap, ctx.dtype = chunk, softcap, dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, bias, targets = ctx.saved_tensors
+        chunk, softcap, dtype = ctx.chunk, ctx.softcap, ctx.dtype
+        w = weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        for s in range(0, h.shape[0], chunk):
+            hc, g, tc = h[s:s + chunk].to(dtype), grad_out[s:s + chunk].float(), targets[s:s + chunk]
+            z = F.linear(hc, w, b).float()
+            t = torch.tanh(z / softcap) if softcap else None
+            logits = t * softcap if softcap else z
+            del z
+            # grad_logits = g · (onehot − softmax), built in place in the logits buffer
+            gl = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_().mul_(-g[:, None])
+            gl.scatter_add_(-1, tc[:, None], g[:, None])
+            if softcap:  # d(cap·tanh(z/cap))/dz = 1 − tanh²
+                gl.mul_(1 - t * t)
+                del t
+            gl = gl.to(dtype)
+            if need_h:
+                grad_h[s:s + chunk] = (gl @ w).to(h.dtype)
+            if need_w:
+                grad_w += (gl.t() @ hc).float()
+            if need_b:
+                grad_b += gl.float().sum(0)
+        return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
+                None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None)
 
 
 class CompletionLogps(nn.Module):
@@ -73,14 +125,11 @@ class CompletionLogps(nn.Module):
         targets = input_ids[:, 1:][sel]
         head = self.model.get_output_embeddings()
         weight, bias = head.weight, getattr(head, "bias", None)
-        parts = []
-        for s in range(0, h.shape[0], self.chunk_size):
-            args = (h[s:s + self.chunk_size], targets[s:s + self.chunk_size], weight, bias, self.softcap)
-            if torch.is_grad_enabled() and h.requires_grad:
-                parts.append(checkpoint(_head_logps, *args, use_reentrant=False))
-            else:
-                parts.append(_head_logps(*args))
-        tok = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+        dev = input_ids.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+        # at most chunk_size tokens, and at most 2^26 logits (256 MB in fp32) per chunk for big vocabularies
+        chunk = min(self.chunk_size, max(64, (1 << 26) // weight.shape[0]))
+        tok = _ChunkedTokenLogps.apply(h, weight, bias, targets, chunk, self.softcap, dtype)
         logps = torch.zeros(input_ids.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
         n = sel.sum(1)
         if reduce == "mean":

@@ -159,6 +159,12 @@ def train(cfg: TrainConfig) -> Path:
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if not torch.distributed.is_initialized():
+        # Accelerate keeps process-wide state; several train() calls in one process (the reproduce
+        # pipeline, tests) may use different precisions or devices.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(mixed_precision=mp, cpu=not cuda)
     world, rank = acc.num_processes, acc.process_index
     weight_dtype = torch.float32 if cfg.dtype == "auto" else resolve_dtype(cfg.dtype, acc.device)
