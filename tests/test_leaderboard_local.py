@@ -471,3 +471,17 @@ def test_offline_probe_is_quick_and_sets_flags(monkeypatch):
         assert str(datasets.config.HF_DATASETS_CACHE) == "/tmp/srdpo-lb-cache"
     assert (os.environ.get("HF_HUB_OFFLINE"), datasets.config.HF_HUB_OFFLINE,
             datasets.config.HF_DATASETS_CACHE) == before  # restored, whatever it was
+
+
+def test_backend_errors(local_tasks, tiny_model_dir, tmp_path):
+    import importlib.util
+
+    from benchmarks.leaderboard import make_lm
+
+    with pytest.raises(LeaderboardError, match="unknown backend 'tgi'"):
+        evaluate_checkpoint(tiny_model_dir, local_cfg(local_tasks, tasks=("gsm8k",), backend="tgi"), tmp_path,
+                            model_id="m")
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(LeaderboardError, match="vllm is not installed.*--backend hf"):
+        make_lm(tiny_model_dir, local_cfg(local_tasks, backend="vllm"))
