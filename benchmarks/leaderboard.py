@@ -316,10 +316,8 @@ def load_task(spec: TaskSpec, task_manager, *, offline: bool):
 
 
 def _leaf_configs(task_manager, name: str) -> list[dict[str, Any]]:
-    """Raw YAML configs of a task or of a group's leaf tasks (via the index; nothing is loaded)."""
-    idx = task_manager.task_index
-    entry, out, seen = idx.get(name), [], set()
-    stack = [name]
+    """Raw YAML configs of a task or of a group's leaf tasks (from the index; nothing is loaded)."""
+    idx, out, seen, stack = task_manager.task_index, [], set(), [name]
     while stack:
         n = stack.pop()
         if n in seen or n not in idx:
@@ -327,14 +325,14 @@ def _leaf_configs(task_manager, name: str) -> list[dict[str, Any]]:
         seen.add(n)
         e = idx[n]
         cfg = e.cfg or {}
-        if e.kind.name in ("GROUP",):
+        if e.kind.name == "GROUP":  # children: task names, tags or inline task dicts
             subs = cfg.get("task", [])
-            stack.extend(s if isinstance(s, str) else s.get("task", "") for s in (subs if isinstance(subs, list) else [subs]))
+            stack.extend(c if isinstance(c, str) else c.get("task", "") for c in (subs if isinstance(subs, list) else [subs]))
         elif e.kind.name == "TAG":
             stack.extend(k for k, v in idx.items() if n in v.tags)
         else:
             out.append(cfg)
-    return out if entry is not None else []
+    return out
 
 
 def make_lm(checkpoint: Path, cfg: LeaderboardConfig):
@@ -497,7 +495,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
             for model_id, ckpt, spec, settings, key, path in bar:
                 bar.set_postfix_str(f"{model_id}/{spec.name}")
                 if lm_ckpt != ckpt:
-                    lm, lm_ckpt = None, None
+                    lm = None  # free the previous model before loading the next
                     lm, lm_ckpt = make_lm(ckpt, cfg), ckpt
                 body = run_task(lm, spec, cfg, tm, offline=offline, task_obj=preloaded.pop(spec.name, None))
                 if body is None:  # non-zero rank under accelerate
