@@ -166,14 +166,17 @@ def worker_trl(args) -> dict:
                     max_steps=args.steps, learning_rate=5e-7, optim="rmsprop", lr_scheduler_type="constant",
                     warmup_steps=0, max_grad_norm=10.0, precompute_ref_log_probs=True, max_length=None,
                     bf16=cuda, use_cpu=not cuda, report_to=[], save_strategy="no", logging_steps=10_000,
-                    dataloader_num_workers=0, seed=0, disable_tqdm=True)
-    cfg.gradient_checkpointing = False
+                    dataloader_num_workers=0, seed=0, disable_tqdm=True, activation_checkpointing=False)
+    # DPOConfig turns activation (gradient) checkpointing on by default; it must be off, as on our side.
+    # It has to be passed to the constructor: setting the attribute afterwards does not reach the model.
+    assert cfg.activation_checkpointing is False
     trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=Dataset.from_list(recs),
                          processing_class=tok, callbacks=[Timer()])
     row = trainer.train_dataset[0]
     assert len(row["prompt_ids"]) + len(row["chosen_ids"]) == args.seq, "TRL tokenized to a different length"
     with _peak_ctx() as mem:
         trainer.train()
+    assert not getattr(trainer.model, "is_gradient_checkpointing", False), "TRL ran with checkpointing on"
     return {"step_s": statistics.median(times[1:]), "peak": mem.peak}
 
 
