@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 # Final-logit transforms some architectures apply after the LM head. Softcapping is reproduced here;
 # the others are refused rather than silently ignored.
-_UNSUPPORTED_LOGIT_TRANSFORMS = ("logit_scale", "logits_scaling", "output_multiplier_scale", "logits_soft_cap")
+_UNSUPPORTED_LOGIT_TRANSFORMS = ("logit_scale", "logits_scaling", "output_multiplier", "output_multiplier_scale",
+                                 "lm_head_multiplier", "logits_soft_cap")
 
 
 def _text_config(model):
