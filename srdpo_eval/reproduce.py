@@ -57,9 +57,7 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
         base = "<default model: SmolLM2-135M-Instruct>" if dry_run else str(default_model_checkpoint())
     data, delta_pairs = cfg.data, cfg.delta.pairs
     if cfg.data == "default":
-        from srdpo_eval import default_data
-
-        data, held_out = (str(p) for p in default_data.write_default_split(rd.root / "data"))
+        data, held_out = (str(p) for p in write_default_split(rd.root / "data"))
         delta_pairs = delta_pairs or held_out
     model = str(rd.train("sft") / "final") if cfg.sft.enabled else base
     kind = judge_backend_kind(cfg)
@@ -69,6 +67,21 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
         local = cfg.judge.local_model or ("smollm2-135m" if cfg.model == "default" else cfg.model)
         judge_model = f"local-{safe_name(Path(local).name)}"
     return Context(cfg, rd, model, base, data, delta_pairs, kind, judge_model)
+
+
+def write_default_split(folder: Path) -> tuple[Path, Path]:
+    """The shipped pairs split into train and held-out (Table 4) JSONL files in the run directory."""
+    from srdpo_eval.default_data import load_default_prefs, split_train_eval
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, records in zip(("train", "heldout"), split_train_eval(load_default_prefs())):
+        path = folder / f"{name}.jsonl"
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged file: same hash
+            path.write_text(text, encoding="utf-8")
+        out.append(path)
+    return out[0], out[1]
 
 
 def _local_judge_path(ctx: Context) -> str:
@@ -345,8 +358,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
                               describe=f"{a} vs {b}, both orders"))
     if cfg.leaderboard.enabled:
         lb_models = models if cfg.leaderboard.checkpoints == "all" else _bench_models(ctx, models)
-        for m in lb_models:
-            units.append(_leaderboard_unit(ctx, m, deps_of(m.model_id)))
+        units.append(_leaderboard_unit(ctx, lb_models, sorted({d for m in lb_models for d in deps_of(m.model_id)})))
     if cfg.delta.enabled and ctx.delta_pairs:
         for m in models:
             if m.model_id == m.run:  # final checkpoints of each run
@@ -394,24 +406,26 @@ def _bench_data_dir(ctx: Context, bench: str) -> str:
     return str(resolve_data_dir(ctx.cfg.bench.data_dir, bench))
 
 
-def _leaderboard_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
+def _leaderboard_unit(ctx: Context, models: list[ModelEntry], deps: list[str]) -> Unit:
+    """One unit for all models: lm-eval's task index is built once, results are reused per
+    (checkpoint, task) inside; unreachable data (offline) is a skip note, retried next run."""
     lb = ctx.cfg.leaderboard
 
     def run():
-        from benchmarks.leaderboard import LeaderboardConfig, LeaderboardError, evaluate_checkpoint
+        from benchmarks.leaderboard import LeaderboardConfig, LeaderboardError, evaluate_checkpoints
 
         lcfg = LeaderboardConfig(tasks=tuple(lb.tasks), limit=lb.limit, batch_size=lb.batch_size)
         try:
-            scores = evaluate_checkpoint(m.path, lcfg, ctx.rd.root, model_id=m.model_id)
+            scores = evaluate_checkpoints([(m.model_id, m.path) for m in models], lcfg, ctx.rd.root)
         except LeaderboardError as e:
-            print(f"leaderboard skipped for {m.model_id}: {e}", flush=True)
+            print(f"leaderboard skipped: {e}", flush=True)
             return {"skipped": str(e)}
         return {"scores": scores}
 
-    return Unit(f"leaderboard/{m.model_id}", "leaderboard",
-                {"tasks": lb.tasks, "limit": lb.limit, "model": m.model_id}, run, deps=deps,
-                clear=lambda: remove_path(ctx.rd.leaderboard / safe_name(m.model_id)),
-                describe=f"{len(lb.tasks)} tasks" + (f", limit {lb.limit}" if lb.limit else ""))
+    return Unit("leaderboard", "leaderboard",
+                {"tasks": lb.tasks, "limit": lb.limit, "models": [m.model_id for m in models]}, run, deps=deps,
+                clear=lambda: [remove_path(ctx.rd.leaderboard / safe_name(m.model_id)) for m in models],
+                describe=f"{len(models)} models x {len(lb.tasks)} tasks" + (f", limit {lb.limit}" if lb.limit else ""))
 
 
 def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
