@@ -30,6 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--max-retries", type=int, default=8)
     p.add_argument("--data-dir", default=None, help="FastChat llm_judge data folder")
+    p.add_argument("--limit", type=int, default=None,
+                   help="judge only the first N questions (as answered with `answers --limit N`)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write RUN_DIR/judge_cache.sqlite")
     p.add_argument("--dry-run", action="store_true", help="count calls, cache hits, tokens and cost; call nothing")
     p.add_argument("--price-in", type=float, default=None, help="USD per 1M prompt tokens (dry-run estimate)")
@@ -102,7 +104,8 @@ def _run_judge(args: argparse.Namespace) -> int:
         try:
             for bench, kw in jobs:
                 try:
-                    results.append((bench, kw, await judge_async(args.run_dir, bench, backend, mode=args.mode, **kw)))
+                    results.append((bench, kw, await judge_async(args.run_dir, bench, backend, mode=args.mode,
+                                                                limit=args.limit, **kw)))
                 except JudgeRunError as e:
                     results.append((bench, kw, e))
         finally:

@@ -138,7 +138,8 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
     return TrainConfig(
         objective=objective, model=ctx.model, ref_model=cfg.ref_model or ctx.model, data=ctx.data,
         split=cfg.data_split, output=str(ctx.rd.train(run)), max_pairs=t.max_pairs, beta=t.beta,
-        lam=lam if lam is not None else t.lam, reduce=t.reduce, learning_rate=t.learning_rate,
+        lam=lam if objective.startswith("sr-") else 0.0,  # λ does not enter DPO/IPO (nor their unit key)
+        reduce=t.reduce, learning_rate=t.learning_rate,
         optimizer=t.optimizer, scheduler=t.scheduler, warmup_steps=t.warmup_steps, batch_size=t.batch_size,
         micro_batch_size=t.micro_batch_size, max_grad_norm=t.max_grad_norm, epochs=t.epochs,
         max_steps=t.max_steps, save_every=t.save_every or 0, seed=t.seed, dtype=t.dtype,
@@ -392,7 +393,8 @@ def _answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> U
 def _judge(ctx: Context, bench: str, mode: str, *, models=None, pairs=None) -> dict:
     from benchmarks.judge import run as judge_run
 
-    kw = dict(data_dir=_bench_data_dir(ctx, bench), concurrency=ctx.cfg.judge.concurrency, cache=True)
+    kw = dict(data_dir=_bench_data_dir(ctx, bench), concurrency=ctx.cfg.judge.concurrency, cache=True,
+              limit=ctx.cfg.bench.limit)
     if mode == "single":
         s = judge_run.judge_single(ctx.rd.root, bench, make_judge_backend(ctx), models=models, **kw)
     else:
@@ -534,7 +536,7 @@ def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):
         model = ctx.judge_model
 
     return fn(ctx.rd.root, bench, _NoCalls(), data_dir=_bench_data_dir(ctx, bench), cache=True, dry_run=True,
-              progress=False, **kw)
+              progress=False, limit=ctx.cfg.bench.limit, **kw)
 
 
 def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | None = None,

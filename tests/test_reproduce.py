@@ -102,7 +102,7 @@ def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch):
     folder, model, data_dir = tiny_setup
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     with FakeOpenAI(latency=0.2) as server:
-        config = write_config(folder, model, data_dir, server.base_url + "/v1")
+        config = write_config(folder, model, data_dir, server.base_url)
         cfg = load_config(config)
 
         # the uninterrupted reference run
@@ -164,7 +164,7 @@ def test_changed_setting_reruns_only_what_depends_on_it(tiny_setup, monkeypatch)
     folder, model, data_dir = tiny_setup
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     with FakeOpenAI() as server:
-        config = write_config(folder, model, data_dir, server.base_url + "/v1")
+        config = write_config(folder, model, data_dir, server.base_url)
         cfg = load_config(config)
         out = folder / "changed"
         reproduce(cfg, out, stages=["reference", "train"])

@@ -143,11 +143,12 @@ class JudgeRunError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------- matches
 
-def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir) -> tuple[list, dict, dict[str, dict]]:
+def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir,
+                 limit: int | None = None) -> tuple[list, dict, dict[str, dict]]:
     from benchmarks.fastchat_data import load_answers, load_judge_prompts, load_questions, resolve_data_dir
 
     data = resolve_data_dir(data_dir, bench)
-    questions = load_questions(data, bench)
+    questions = load_questions(data, bench)[:limit]  # the same first N the answers stage took
     judge_prompts = load_judge_prompts(data)
     answers = {}
     for model in models:
@@ -293,7 +294,8 @@ def _open_cache(cache, run_dir: Path, *, create: bool = True) -> JudgeCache | No
 async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, models: list[str] | None = None,
                       pairs: list[tuple[str, str]] | None = None, data_dir=None, concurrency: int = 16,
                       cache: JudgeCache | str | Path | bool = True, dry_run: bool = False, progress: bool = True,
-                      price_in: float | None = None, price_out: float | None = None) -> JudgeSummary:
+                      price_in: float | None = None, price_out: float | None = None,
+                      limit: int | None = None) -> JudgeSummary:
     """Judge ``models`` (single) or ``pairs`` (pairwise) on ``bench``; see :func:`judge_single`."""
     if mode not in ("single", "pairwise"):
         raise ValueError(f"unknown judge mode {mode!r}: expected single or pairwise")
@@ -312,7 +314,7 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
     if not models:
         raise ValueError(f"judge: no models to judge (no answer files under {RunDir(run_dir).bench(bench)})")
 
-    questions, judge_prompts, answers = _load_inputs(run_dir, bench, models, data_dir)
+    questions, judge_prompts, answers = _load_inputs(run_dir, bench, models, data_dir, limit)
     args = dict(run_dir=run_dir, bench=bench, data_dir=data_dir)
     matches: list[Match] = (single_matches(questions, judge_prompts, answers, backend.model, **args) if mode == "single"
                             else pair_matches(questions, judge_prompts, answers, pairs, backend.model, **args))
