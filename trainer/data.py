@@ -17,13 +17,17 @@ adds one), the completions without, EOS appended (as the DPO reference code does
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where tensors are built: `srdpo-eval --help` stays fast
+    import torch
+    from torch import Tensor
+
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +386,8 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
 
 
 def _pad_rows(prompts: list[list[int]], comps: list[list[int]], pad_id: int) -> dict[str, Tensor]:
+    import torch
+
     T = max(len(p) + len(c) for p, c in zip(prompts, comps))
     ids = torch.full((len(comps), T), pad_id, dtype=torch.long)
     attn = torch.zeros((len(comps), T), dtype=torch.long)
@@ -417,6 +423,8 @@ def length_grouped_order(lengths: list[int], batch_size: int, generator: torch.G
 
     Shuffle, sort within mega-batches of ``mega`` batches by length, then shuffle the batches.
     """
+    import torch
+
     perm = torch.randperm(len(lengths), generator=generator).tolist()
     span = batch_size * mega
     batches = []
