@@ -120,6 +120,8 @@ def save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, path: Path, in
     """A Hugging Face checkpoint (+ srdpo_info.json, + trainer_state/ if ``state``), written atomically."""
     tmp = path.with_name(path.name + ".tmp")
     sd = acc.get_state_dict(policy)  # gathers FSDP shards; "model." is the CompletionLogps attribute
+    if state is not None:
+        optim_sd = full_optimizer_state(policy, optimizer)  # collective: every rank takes part
     sd = {k[len("model."):]: v for k, v in sd.items()}
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,12 +131,29 @@ def save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, path: Path, in
         _write_json(tmp / "srdpo_info.json", info)
         if state is not None:
             (tmp / STATE_DIR).mkdir()
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            torch.save({"optimizer": optim_sd, "scheduler": scheduler.state_dict(),
                         "rng": _rng_state()}, tmp / STATE_DIR / "state.pt")
             _write_json(tmp / STATE_DIR / "state.json", state)
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     acc.wait_for_everyone()
+
+
+def full_optimizer_state(policy, optimizer) -> dict:
+    """The whole optimizer state keyed by parameter name, gathered from FSDP shards when sharded
+    (torch.distributed.checkpoint's state-dict API; plain and DDP models go through it unchanged)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(policy, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                                cpu_offload=True))
+
+
+def load_full_optimizer_state(policy, optimizer, state: dict) -> None:
+    """Inverse of :func:`full_optimizer_state` (rank 0's full state is re-sharded under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(policy, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -226,7 +245,7 @@ def train(cfg: TrainConfig) -> Path:
         if st["data_hash"] != data_hash:
             raise ValueError(f"{resume_from}: was trained on different data (data hash differs); cannot resume")
         blob = torch.load(resume_from / STATE_DIR / "state.pt", weights_only=True, map_location="cpu")
-        optimizer.load_state_dict(blob["optimizer"])
+        load_full_optimizer_state(policy, optimizer, blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         _set_rng_state(blob["rng"])
         step, pairs_seen, elapsed0 = st["step"], st["pairs_seen"], st["elapsed_s"]
