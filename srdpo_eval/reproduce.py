@@ -494,37 +494,45 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
 
 
 def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
-    """Judge calls still to make: exact where the answers exist (the judge's own dry run), else counted."""
+    """Judge calls still to make: exact where the answers exist (the judge's own dry run: judgments
+    already written, cache hits, tokens, cost), else counted from the questions with a rough cost."""
     from benchmarks.fastchat_data import load_questions
+    from benchmarks.judge.estimate import price_for
 
-    calls = cached = 0
-    tokens_note = []
+    calls = cached = counted = 0
+    notes = []
     todo = [u for u, a in plan(units, manifest) if u.stage == "judge" and a != "skip"]
     for u in todo:
         bench = u.name.split("/")[1]
+        models = u.key.get("pair") or u.key["models"]
+        mode = "pairwise" if u.key.get("pair") else "single"
+        if all(ctx.rd.answers(bench, m).is_file() for m in models):
+            kw = dict(pairs=[tuple(models)]) if mode == "pairwise" else dict(models=models)
+            summary = _judge_dry_run(ctx, bench, mode, kw)
+            calls += summary.calls_needed
+            cached += summary.calls_cached
+            if summary.estimate is not None and ctx.judge_kind == "openai":
+                e = summary.estimate
+                notes.append(f"{u.name}: {e.calls} calls, ~{e.prompt_tokens:,} prompt + {e.completion_tokens:,} "
+                             f"completion tokens" + (f", about ${e.cost_usd:,.2f}" if e.cost_usd is not None else ""))
+            continue
         try:
             n_q = len(load_questions(_bench_data_dir(ctx, bench), bench))
-        except Exception as e:  # noqa: BLE001 — the plan still prints; the run itself will fail loudly
-            tokens_note.append(f"{bench}: data not available ({e})")
+        except Exception as e:  # noqa: BLE001 — the plan still prints; the run itself fails loudly
+            notes.append(f"{bench}: data not available ({e})")
             continue
         n_q = min(n_q, ctx.cfg.bench.limit or n_q)
         turns = 2 if bench == "mt_bench" else 1
-        if u.key.get("pair"):
-            calls += n_q * turns * 2
-        else:
-            calls += n_q * turns * len(u.key["models"])
-        ready = all(ctx.rd.answers(bench, m).is_file() for m in (u.key.get("pair") or u.key.get("models")))
-        if ready:
-            mode = "pairwise" if u.key.get("pair") else "single"
-            kw = dict(pairs=[tuple(u.key["pair"])]) if mode == "pairwise" else dict(models=u.key["models"])
-            summary = _judge_dry_run(ctx, bench, mode, kw)  # exact: cache hits, tokens, cost
-            cached += summary.cached
-            if summary.estimate is not None:
-                tokens_note.append(str(summary.estimate))
-    line = f"judge ({ctx.judge_kind}: {ctx.judge_model}): about {calls} calls to make, {cached} already cached"
-    if ctx.judge_kind == "openai":
-        line += "; at ~1,200 prompt + 300 completion tokens a call" if not tokens_note else ""
-    return "\n".join([line, *("  " + n for n in tokens_note)])
+        n = n_q * turns * (2 if mode == "pairwise" else len(models))
+        calls += n
+        counted += n
+    line = f"judge ({ctx.judge_kind}: {ctx.judge_model}): {calls} calls to make, {cached} of them cached"
+    price = price_for(ctx.judge_model) if ctx.judge_kind == "openai" else None
+    if counted and price:
+        # answers not generated yet: assume FastChat-sized prompts (~1,200 tokens in, ~300 out)
+        usd = counted * (1200 * price[0] + 300 * price[1]) / 1e6
+        line += f"; about ${usd:,.2f} for the {counted} calls whose answers do not exist yet"
+    return "\n".join([line, *("  " + n for n in notes)])
 
 
 def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):

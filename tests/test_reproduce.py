@@ -98,7 +98,7 @@ def snapshot(out: Path) -> dict:
     return snap
 
 
-def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch):
+def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch, capsys):
     folder, model, data_dir = tiny_setup
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     with FakeOpenAI(latency=0.2) as server:
@@ -138,12 +138,23 @@ def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch):
         pair_file = cut / "mt_bench/model_judgment/gpt-4_pair.jsonl"
         run_until(config, cut, lambda: lines(pair_file) >= 2)
         assert not (cut / "report.md").exists()
+        # the plan of a half-judged run counts the missing calls exactly, from the judge's own dry run
+        capsys.readouterr()
+        reproduce(cfg, cut, dry_run=True)
+        plan_text = capsys.readouterr().out
+        assert "judge (openai: gpt-4):" in plan_text and "calls to make" in plan_text
         requests_before_resume = server.requests
         reproduce(cfg, cut)
         assert snapshot(cut) == snapshot(clean)
         # the resumed judging asked only for what was missing: fewer calls than a run from scratch
         n_calls_clean = sum(2 for r in pair_recs) + lines(clean / "mt_bench/model_judgment/gpt-4_single.jsonl")
-        assert server.requests - requests_before_resume < n_calls_clean
+        made = server.requests - requests_before_resume
+        assert made < n_calls_clean
+        to_make = int(plan_text.split("judge (openai: gpt-4): ")[1].split(" calls")[0])
+        cached = int(plan_text.split("calls to make, ")[1].split(" of them")[0])
+        # the plan's count is an upper bound: identical prompts (two models giving the same answer)
+        # are answered from the cache as the run goes
+        assert 0 < made <= to_make - cached, plan_text
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tiny_setup, capsys):
