@@ -35,23 +35,9 @@ def read_jsonl(path: Path, *, allow_partial_tail: bool = False) -> list[dict]:
     With ``allow_partial_tail`` an unterminated last line (a writer still running or killed mid-write)
     is dropped instead of failing; complete lines are never dropped.
     """
-    path = Path(path)
-    text = path.read_text()
-    lines = text.split("\n")
-    records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if allow_partial_tail and i == len(lines) and not text.endswith("\n"):
-                break
-            raise ValueError(f"{path}: line {i}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}")
-        records.append(obj)
-    return records
+    from srdpo_eval.jsonl import read_jsonl_lines
+
+    return [rec for _, rec in read_jsonl_lines(path, skip_cut_tail=allow_partial_tail)]
 
 
 def guess_entry(model_id: str) -> ModelEntry | None:

@@ -14,7 +14,6 @@ checks them against ``EXPECTED_SHA256`` (facts about the upstream files, not con
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import urllib.error
@@ -85,18 +84,9 @@ class UnknownJudgePrompt(KeyError):
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` for each non-blank line; bad JSON fails naming file and line."""
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {n}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
-            yield n, rec
+    from srdpo_eval.jsonl import read_jsonl_lines
+
+    yield from read_jsonl_lines(path, error=DataError)
 
 
 def _field(rec: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:

@@ -201,7 +201,7 @@ def test_malformed_records_name_file_line_and_field(tmp_path, tok):
     with pytest.raises(ValueError, match=r"line 1 \(id 0\): field 'prompt': message 0"):
         tokenize_pairs(load_preference_data(str(f)), tok, DataConfig(), source=str(f))
     f.write_text('{"prompt": "a"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"d\.jsonl: line 2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"d\.jsonl: line 2: invalid JSON"):
         load_preference_data(str(f))
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         load_preference_data(str(tmp_path / "missing.jsonl"))

@@ -134,20 +134,9 @@ def _read_file(path: Path) -> list[dict]:
             if not isinstance(rec, dict):
                 raise ValueError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
         return data
-    records = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {lineno}: not valid JSON: {e}") from e
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}: line {lineno}: expected a JSON object")
-            rec["_line"] = lineno
-            records.append(rec)
-    return records
+    from srdpo_eval.jsonl import read_jsonl_lines
+
+    return [{**rec, "_line": lineno} for lineno, rec in read_jsonl_lines(path)]
 
 
 # ------------------------------------------------------------------------------------------ formats

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import IO
 
+from srdpo_eval.jsonl import read_jsonl_lines as _read_lines
+
 log = logging.getLogger(__name__)
 
 
@@ -17,40 +19,8 @@ def read_jsonl(path: str | Path, *, repair_tail: bool = False) -> list[dict]:
 
 def read_jsonl_lines(path: str | Path, *, repair_tail: bool = False,
                      skip_cut_tail: bool = False) -> list[tuple[int, dict]]:
-    """(line number, record) for every record of ``path``; a bad line fails naming file and line.
-
-    A last line cut off by a killed writer (no newline, not valid JSON) is, with ``repair_tail``,
-    removed from the file (and logged), so that an appending rerun rewrites that record instead of
-    failing; with ``skip_cut_tail`` it is only left out (the file is not touched).
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if (repair_tail or skip_cut_tail) and lines and lines[-1].strip():
-        try:
-            json.loads(lines[-1])
-        except json.JSONDecodeError:
-            if repair_tail:
-                cut = len(text) - len(lines[-1])
-                log.warning("%s: dropping an incomplete last line %d (a run was cut off while writing)",
-                            path, len(lines))
-                with open(path, "r+b") as f:
-                    f.truncate(len(text[:cut].encode("utf-8")))
-            lines = lines[:-1]
-    records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {i}: invalid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {i}: expected a JSON object")
-        records.append((i, record))
-    return records
+    """(line number, record) of a judgment/answer file; a missing file reads as empty."""
+    return _read_lines(path, missing_ok=True, repair_tail=repair_tail, skip_cut_tail=skip_cut_tail)
 
 
 def require(record: dict, fields: tuple[str, ...], path: str | Path, line: int) -> None:
