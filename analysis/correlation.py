@@ -19,21 +19,23 @@ from analysis.stats import correlations, linear_fit
 VARIABLES = {"margin": "margin m(x) (nats)", "delta": "Δπ = β·m(p⊕x)", "length_diff": "length difference (tokens)"}
 
 
+def _difference(df: pd.DataFrame, column: str, chosen: str, rejected: str) -> pd.Series:
+    """``column`` if the table has it, else ``chosen − rejected``, else NaN."""
+    if column in df:
+        return df[column].astype(float)
+    if {chosen, rejected} <= set(df.columns):
+        return df[chosen].astype(float) - df[rejected].astype(float)
+    return pd.Series(np.nan, index=df.index)
+
+
 def rating_diff(df: pd.DataFrame) -> pd.Series:
     """The table's rating difference (chosen − rejected), or NaN when it carries no ratings."""
-    if "rating_diff" in df:
-        return df["rating_diff"].astype(float)
-    if {"chosen_rating", "rejected_rating"} <= set(df.columns):
-        return df["chosen_rating"].astype(float) - df["rejected_rating"].astype(float)
-    return pd.Series(np.nan, index=df.index)
+    return _difference(df, "rating_diff", "chosen_rating", "rejected_rating")
 
 
 def length_diff(df: pd.DataFrame) -> pd.Series:
-    if "length_diff" in df:
-        return df["length_diff"].astype(float)
-    if {"chosen_tokens", "rejected_tokens"} <= set(df.columns):
-        return df["chosen_tokens"].astype(float) - df["rejected_tokens"].astype(float)
-    return pd.Series(np.nan, index=df.index)
+    """The length difference in tokens (chosen − rejected): the naive baseline of Table 4."""
+    return _difference(df, "length_diff", "chosen_tokens", "rejected_tokens")
 
 
 def table4(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

@@ -192,7 +192,8 @@ def _reference_unit(ctx: Context, runs: list[tuple[str, str, float | None]]) -> 
                 {"ref_model": tcfg.ref_model, "data": _data_key(tcfg.data), "data_cfg": asdict(tcfg.data_cfg),
                  "reduce": tcfg.reduce, "max_pairs": tcfg.max_pairs, "dtype": tcfg.dtype},
                 run, deps=["train/sft"] if ctx.cfg.sft.enabled else [],
-                clear=lambda: None, describe="reference log-probs on x and p ⊕ x (cached, shared by all runs)")
+                # nothing to clear: the cache is keyed by content, a new key is a new file
+                describe="reference log-probs on x and p ⊕ x (cached, shared by all runs)")
 
 
 def _data_key(source: str) -> str:
@@ -217,12 +218,13 @@ def phase1_units(ctx: Context) -> list[Unit]:
                           clear=lambda: remove_path(ctx.rd.train("sft")),
                           describe=f"SFT of {ctx.base_model} on the chosen answers"))
     units.append(_reference_unit(ctx, runs))
+    steps = expected_steps(ctx)  # reads the data once, for the descriptions
     for run, objective, lam in runs:
         tcfg = train_config(ctx, run, objective, lam)
         lam_txt = f", λ={tcfg.lam:g}" if objective.startswith("sr-") else ""
         units.append(Unit(f"train/{run}", "train", _train_key(tcfg), lambda t=tcfg: _run_training(ctx, t),
                           deps=["reference"], clear=lambda r=run: remove_path(ctx.rd.train(r)),
-                          describe=f"{objective} (β={tcfg.beta:g}{lam_txt}), {expected_steps(ctx)} steps"))
+                          describe=f"{objective} (β={tcfg.beta:g}{lam_txt}), {steps} steps"))
     return units
 
 

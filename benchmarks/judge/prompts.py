@@ -38,13 +38,16 @@ def needs_reference(category: str) -> bool:
     return category in NEED_REF_CATS
 
 
+def _ref_kwargs(ref: list[str] | None, turn: int) -> dict[str, str]:
+    """The reference-answer fields of the math templates (both turns' references for turn 2)."""
+    if ref is None:
+        return {}
+    return {"ref_answer_1": ref[0], **({"ref_answer_2": ref[1]} if turn == 2 else {})}
+
+
 def render_single(template: str, turns: list[str], answer: list[str], ref: list[str] | None, turn: int) -> str:
     """Fill a single-grading template (FastChat's run_judge_single) for turn 1 or both turns (turn 2)."""
-    kw = {}
-    if ref is not None:
-        kw["ref_answer_1"] = ref[0]
-        if turn == 2:
-            kw["ref_answer_2"] = ref[1]
+    kw = _ref_kwargs(ref, turn)
     if turn == 2:
         return template.format(question_1=turns[0], question_2=turns[1],
                                answer_1=answer[0], answer_2=answer[1], **kw)
@@ -54,11 +57,7 @@ def render_single(template: str, turns: list[str], answer: list[str], ref: list[
 def render_pair(template: str, turns: list[str], answer_a: list[str], answer_b: list[str],
                 ref: list[str] | None, turn: int) -> str:
     """Fill a pairwise template (FastChat's run_judge_pair); assistant A's answer is ``answer_a``."""
-    kw = {}
-    if ref is not None:
-        kw["ref_answer_1"] = ref[0]
-        if turn == 2:
-            kw["ref_answer_2"] = ref[1]
+    kw = _ref_kwargs(ref, turn)
     if turn == 2:
         return template.format(question_1=turns[0], question_2=turns[1],
                                answer_a_1=answer_a[0], answer_b_1=answer_b[0],
