@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import paper_numbers, style
+from contracts import objectives
 from analysis.inputs import PRODUCERS, Inputs, TrainRun
 from analysis.section import Section
 
@@ -19,7 +20,7 @@ TRAIN_METRICS = (
 )
 LOG_COLUMNS = ("step", "pairs_seen", "loss", "rewards/margins", "rewards/accuracies", "margin", "accuracy",
                "margin_p", "accuracy_p", "delta/mean", "delta/std", "step_time_s", "elapsed_s")
-PAIRS = (("dpo", "sr-dpo"), ("ipo", "sr-ipo"))
+PAIRS = tuple((base, sr) for sr, base in objectives.SR_PAIRS)  # (X, Sr-X)
 
 
 def training_table(runs: dict[str, TrainRun]) -> pd.DataFrame:
@@ -87,7 +88,7 @@ def figure1_margin_accuracy(table: pd.DataFrame) -> Figure:
 def figure1_prompted_accuracy(table: pd.DataFrame) -> Figure:
     """Figure 1 (right): for Sr runs, accuracy on x (solid) vs on p⊕x (dashed) against pairs seen."""
     fig, axes = style.new_figure(style.WIDE, 1, 2)
-    for ax, obj in zip(axes[0], ("sr-dpo", "sr-ipo")):
+    for ax, obj in zip(axes[0], objectives.REFINED):
         for run in _runs_of(table, obj):
             d = table[table["run"] == run].dropna(subset=["pairs_seen"])
             lab = run_label(table, run)
@@ -148,9 +149,10 @@ def table5_training_time(runs: dict[str, TrainRun]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["run", "objective", "lam", "steps", "pairs_seen", "wall_time_h",
                                      "step_time_s", "s_per_1k_pairs", "device", "dtype", "finished"])
     base_cost = df.groupby("objective")["s_per_1k_pairs"].mean()
+    base_of = {o: objectives.OBJECTIVES[o].base for o in objectives.REFINED}
     df["ratio_vs_base"] = [
-        r.s_per_1k_pairs / base_cost[r.objective[3:]]
-        if r.objective.startswith("sr-") and r.objective[3:] in base_cost else np.nan
+        r.s_per_1k_pairs / base_cost[base_of[r.objective]]
+        if base_of.get(r.objective) in base_cost else np.nan
         for r in df.itertuples()
     ]
     paper = paper_numbers.TABLE5_GPU_HOURS
@@ -171,7 +173,7 @@ def training_section(inputs: Inputs) -> Section:
     sec.tables["table5_training_time"] = table5_training_time(inputs.train)
     sec.main_tables = ("table5_training_time",)
     sec.figures["figure1_margin_accuracy"] = figure1_margin_accuracy(table)
-    if table["objective"].str.startswith("sr-").any():
+    if table["objective"].isin(objectives.REFINED).any():
         sec.figures["figure1_prompted_accuracy"] = figure1_prompted_accuracy(table)
     else:
         sec.notes.append("no Sr-DPO / Sr-IPO run: the accuracy on p⊕x panel is skipped")

@@ -1,4 +1,4 @@
-"""Reading what the other stages wrote into a run directory (see srdpo_eval/run_dir.py).
+"""Reading what the other stages wrote into a run directory (the layout: contracts/run_dir.py).
 
 Every loader returns data plus nothing else; a missing input is ``None``/empty, and the caller says
 which stage produces it. Malformed input fails with the file, the line and the field.
@@ -7,16 +7,16 @@ which stage produces it. Malformed input fails with the file, the line and the f
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from srdpo_eval.run_dir import BENCHES, ModelEntry, RunDir, read_models
-
-OBJECTIVE_NAMES = ("sr-dpo", "sr-ipo", "dpo", "ipo", "sft", "base")  # longest prefix first
-LEADERBOARD_TASKS = ("arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k")
+from contracts.benches import BENCHES
+from contracts.errors import UserError
+from contracts.ids import parse_model_id
+from contracts.run_dir import RUN_INFO, TRAIN_LOG, ModelEntry, RunDir, read_models
+from contracts.tables import DELTA_REQUIRED, SCORES_COLUMNS, SCORES_INDEX
 
 # Which command writes each input: quoted in the notes about missing inputs.
 PRODUCERS = {
@@ -35,30 +35,25 @@ def read_jsonl(path: Path, *, allow_partial_tail: bool = False) -> list[dict]:
     With ``allow_partial_tail`` an unterminated last line (a writer still running or killed mid-write)
     is dropped instead of failing; complete lines are never dropped.
     """
-    from srdpo_eval.jsonl import read_jsonl_lines
+    from contracts.jsonl import read_jsonl_lines
 
     return [rec for _, rec in read_jsonl_lines(path, skip_cut_tail=allow_partial_tail)]
 
 
 def guess_entry(model_id: str) -> ModelEntry | None:
-    """A ModelEntry from a model id alone ('sr-dpo', 'dpo-p1024', 'sr-ipo-lam0.5-p256'), or None.
+    """A ModelEntry from a model id alone (contracts.ids.parse_model_id), or None.
 
     Used only when models.json is absent; objective, λ and pairs seen come from the name.
     """
-    name = model_id.lower()
-    objective = next((o for o in OBJECTIVE_NAMES if name == o or name.startswith(o + "-") or name.startswith(o + "_")), None)
-    if objective is None:
+    parsed = parse_model_id(model_id)
+    if parsed is None:
         return None
-    pairs = re.search(r"[-_]p(\d+)(?:$|[-_])", name)
-    lam = re.search(r"[-_](?:lam|lambda|l)(\d+(?:\.\d+)?)(?:$|[-_])", name)
-    return ModelEntry(model_id=model_id, path="", objective=objective,
-                      lam=float(lam.group(1)) if lam else None,
-                      pairs_seen=int(pairs.group(1)) if pairs else None)
+    return ModelEntry(model_id=model_id, path="", objective=parsed.objective, lam=parsed.lam,
+                      pairs_seen=parsed.pairs_seen)
 
 
 def is_final(e: ModelEntry) -> bool:
-    """A run's final model is named after its run (or objective); checkpoints carry a -p<pairs> suffix."""
-    return e.model_id in (e.run, e.objective)
+    return e.is_final
 
 
 @dataclass
@@ -82,23 +77,23 @@ class TrainRun:
 def load_train_run(path: Path) -> TrainRun | None:
     """train/<run>/: log.jsonl (required) and run_info.json (optional); None without a log."""
     path = Path(path)
-    log_path = path / "log.jsonl"
+    log_path = path / TRAIN_LOG
     if not log_path.is_file():
         return None
     records = read_jsonl(log_path, allow_partial_tail=True)
     for i, r in enumerate(records, 1):
         if "pairs_seen" not in r and "step" not in r:
-            raise ValueError(f"{log_path}: record {i}: missing field 'pairs_seen' (and 'step')")
+            raise UserError(f"{log_path}: record {i}: missing field 'pairs_seen' (and 'step')")
     log = pd.DataFrame(records)
     if "pairs_seen" not in log:
         log["pairs_seen"] = float("nan")
-    info_path = path / "run_info.json"
+    info_path = path / RUN_INFO
     info = {}
     if info_path.is_file():
         try:
             info = json.loads(info_path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{info_path}: not valid JSON ({e.msg})") from None
+            raise UserError(f"{info_path}:{e.lineno}: not valid JSON ({e.msg})") from None
     return TrainRun(name=path.name, info=info, log=log)
 
 
@@ -178,21 +173,25 @@ def load_inputs(root: str | Path) -> Inputs:
 
     _load_judgments(inp)
 
-    scores = run.leaderboard / "scores.csv"
+    scores = run.scores
     if scores.is_file():
         df = pd.read_csv(scores)
-        if "model_id" not in df:
-            raise ValueError(f"{scores}: missing column 'model_id'")
+        missing = [c for c in SCORES_COLUMNS if c not in df]
+        if missing:
+            raise UserError(f"{scores}: missing column {missing[0]!r} (columns: contracts.tables.SCORES_COLUMNS); "
+                            "rerun `srdpo-eval leaderboard` to rewrite it")
+        df[SCORES_INDEX] = df[SCORES_INDEX].astype(str)
         inp.leaderboard = df
     else:
         inp.notes.append(f"no {scores}: produced by {PRODUCERS['leaderboard']}")
 
     if run.delta.is_dir():
         for p in sorted(run.delta.glob("*.csv")):
-            df = pd.read_csv(p)
-            for col in ("id", "margin", "delta"):
+            df = pd.read_csv(p, dtype={"id": str})
+            for col in DELTA_REQUIRED:
                 if col not in df:
-                    raise ValueError(f"{p}: missing column {col!r}")
+                    raise UserError(f"{p}: missing column {col!r} (columns: contracts.tables.DELTA_COLUMNS); "
+                                    "rerun `srdpo-eval delta` to rewrite it")
             model_id = str(df["model_id"].iloc[0]) if "model_id" in df and len(df) else p.stem
             inp.delta[model_id] = df
     if not inp.delta:
@@ -217,11 +216,8 @@ def _load_judgments(inp: Inputs) -> None:
         for kind, suffix in (("pair", "_pair.jsonl"), ("single", "_single.jsonl")):
             for p in sorted(jdir.glob(f"*{suffix}")):
                 found[kind] = True
-                try:
-                    from benchmarks import results
-                except ImportError as e:  # the benchmarks stage is not installed in this checkout
-                    inp.notes.append(f"{p} not read: benchmarks.results unavailable ({e})")
-                    continue
+                from benchmarks import results
+
                 load = results.load_pair_judgments if kind == "pair" else results.load_single_judgments
                 df = load(p)
                 judge = p.name[: -len(suffix)]

@@ -7,19 +7,19 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import paper_numbers, style
-from analysis.inputs import LEADERBOARD_TASKS, PRODUCERS, Inputs
+from analysis.inputs import PRODUCERS, Inputs
 from analysis.section import Section
+from contracts import objectives
+from contracts.benches import LEADERBOARD_TASKS
+from contracts.tables import SCORES_AVERAGE, SCORES_INDEX
 
-TASK_NAMES = {"arc_challenge": "ARC-c (25-shot, acc_norm)", "hellaswag": "HellaSwag (10-shot, acc_norm)",
-              "truthfulqa_mc2": "TruthfulQA (0-shot, mc2)", "mmlu": "MMLU (5-shot, acc)",
-              "winogrande": "Winogrande (5-shot, acc)", "gsm8k": "GSM8K (5-shot)"}
+TASKS = tuple(t.name for t in LEADERBOARD_TASKS)
 
 
 def annotated_scores(inputs: Inputs) -> pd.DataFrame:
     """scores.csv with each model's objective, λ and pairs seen (from models.json or the names)."""
     df = inputs.leaderboard.copy()
-    df["model_id"] = df["model_id"].astype(str)
-    meta = [inputs.entry(m) for m in df["model_id"]]
+    meta = [inputs.entry(m) for m in df[SCORES_INDEX]]
     df.insert(1, "objective", [e.objective if e else None for e in meta])
     df.insert(2, "lam", [e.lam if e else None for e in meta])
     df.insert(3, "pairs_seen", [e.pairs_seen if e else None for e in meta])
@@ -28,38 +28,39 @@ def annotated_scores(inputs: Inputs) -> pd.DataFrame:
 
 def table3(inputs: Inputs, scores: pd.DataFrame) -> pd.DataFrame:
     """Table 3: one row per objective's final model, the six tasks and their mean, the paper's mean."""
-    tasks = [t for t in LEADERBOARD_TASKS if t in scores]
     rows = []
-    for obj in ("sft", "dpo", "ipo", "sr-dpo", "sr-ipo", "base"):
+    for obj in objectives.OBJECTIVES:  # the paper's order: SFT, DPO, IPO, Sr-DPO, Sr-IPO
         e = inputs.main(obj)
-        hit = scores[scores["model_id"] == e.model_id] if e else scores.iloc[0:0]
+        hit = scores[scores[SCORES_INDEX] == e.model_id] if e else scores.iloc[0:0]
         if len(hit):
             r = hit.iloc[0]
-            row = {"objective": obj, "model_id": r["model_id"], **{t: r[t] for t in tasks}}
-            row["average"] = r["average"] if "average" in r else float(np.mean([r[t] for t in tasks]))
+            row = {"objective": obj, "model_id": r[SCORES_INDEX], **{t: r[t] for t in TASKS}}
+            row[SCORES_AVERAGE] = r[SCORES_AVERAGE]
             row["paper_average"] = paper_numbers.TABLE3_AVERAGE.get(obj, np.nan)
             rows.append(row)
-    return pd.DataFrame(rows, columns=["objective", "model_id", *tasks, "average", "paper_average"])
+    return pd.DataFrame(rows, columns=["objective", "model_id", *TASKS, SCORES_AVERAGE, "paper_average"])
 
 
 @style.styled
 def figure3(inputs: Inputs, scores: pd.DataFrame) -> Figure:
     """Figure 3: each task's score (%) against training pairs seen, one line per objective; SFT dashed."""
-    tasks = [t for t in LEADERBOARD_TASKS if t in scores]
+    tasks = [t for t in LEADERBOARD_TASKS if scores[t.name].notna().any()]
     ncols = 3
     nrows = max(1, -(-len(tasks) // ncols))
     fig, axes = style.new_figure((11.0, 3.4 * nrows), nrows, ncols)
     sft = inputs.main("sft")
-    sft_row = scores[scores["model_id"] == sft.model_id] if sft else scores.iloc[0:0]
+    sft_row = scores[scores[SCORES_INDEX] == sft.model_id] if sft else scores.iloc[0:0]
     for ax, task in zip(axes.flat, tasks):
-        for obj in ("dpo", "sr-dpo", "ipo", "sr-ipo"):
+        for obj in objectives.ORDER:
+            if obj not in objectives.PREFERENCE:
+                continue
             ids = {e.model_id: e.pairs_seen for e in inputs.checkpoints(obj)}
-            d = scores[scores["model_id"].isin(ids)].assign(x=lambda f: f["model_id"].map(ids)).sort_values("x")
+            d = scores[scores[SCORES_INDEX].isin(ids)].assign(x=lambda f: f[SCORES_INDEX].map(ids)).sort_values("x")
             if len(d):
-                ax.plot(d["x"], d[task], color=style.color(obj), marker="o", ms=3, label=style.label(obj))
+                ax.plot(d["x"], d[task.name], color=style.color(obj), marker="o", ms=3, label=style.label(obj))
         if len(sft_row):
-            ax.axhline(sft_row[task].iloc[0], color=style.color("sft"), ls="--", lw=1, label="SFT")
-        ax.set(title=TASK_NAMES.get(task, task), xlabel="training pairs seen", ylabel="score (%)")
+            ax.axhline(sft_row[task.name].iloc[0], color=style.color("sft"), ls="--", lw=1, label="SFT")
+        ax.set(title=task.title, xlabel="training pairs seen", ylabel="score (%)")
         if ax.lines:
             ax.legend()
     for ax in list(axes.flat)[len(tasks):]:
@@ -81,7 +82,7 @@ def leaderboard_section(inputs: Inputs) -> Section:
         sec.main_tables = ("table3_leaderboard",)
     else:
         sec.notes.append("Table 3 skipped: no final model of any objective in scores.csv")
-    if any(inputs.checkpoints(o) for o in ("dpo", "sr-dpo", "ipo", "sr-ipo")):
+    if any(inputs.checkpoints(o) for o in objectives.PREFERENCE):
         sec.figures["figure3_leaderboard"] = figure3(inputs, scores)
     else:
         sec.notes.append("Figure 3 skipped: no checkpoints with a known number of pairs seen")

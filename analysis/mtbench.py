@@ -9,9 +9,10 @@ from matplotlib.figure import Figure
 from analysis import style
 from analysis.inputs import PRODUCERS, Inputs
 from analysis.section import Section
-from srdpo_eval.run_dir import safe_name
+from contracts import objectives
+from contracts.ids import safe_name
 
-OBJECTIVES = ("sft", "dpo", "sr-dpo", "ipo", "sr-ipo")
+OBJECTIVES = tuple(o for o in objectives.ORDER if objectives.OBJECTIVES[o].trainable)
 
 
 def score_table(inputs: Inputs, df: pd.DataFrame) -> pd.DataFrame:

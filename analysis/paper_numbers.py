@@ -1,14 +1,13 @@
 """The paper's reported numbers, as reference data to print beside ours.
 
 Source: Yu, Wang, Jiao, Zhang, Kwok, "Direct Alignment of Language Models via Quality-Aware
-Self-Refinement", arXiv:2405.21040v1, as restated in the project specification
-(../shared/docs/paper.md). Only numbers the specification states are here; anything else is absent
-(never guessed).
+Self-Refinement", arXiv:2405.21040v1, as listed in docs/method.md#paper-numbers. Only numbers the paper's
+main text states are here; anything else is absent (never guessed).
 """
 
 from __future__ import annotations
 
-SOURCE = "Yu et al. 2024, arXiv:2405.21040v1 (restated in shared/docs/paper.md)"
+SOURCE = "Yu et al. 2024, arXiv:2405.21040v1 (see docs/method.md#paper-numbers)"
 
 # Table 2 — GPT-4 pairwise judgments, percent win / tie / lose of the first model, per benchmark.
 # MT-Bench: both turns (160 outcomes); Vicuna-Bench: 80.

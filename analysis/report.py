@@ -10,6 +10,7 @@ import pandas as pd
 from analysis import paper_numbers
 from analysis.inputs import Inputs, load_inputs
 from analysis.section import Section
+from contracts.errors import UserError
 
 
 @dataclass
@@ -40,11 +41,19 @@ def make_sections(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0, data_dir
     ]
 
 
-def _clear(directory: Path, patterns: tuple[str, ...]) -> None:
-    # Outputs of an earlier run that this one does not make again must not linger in the report.
-    for pattern in patterns:
-        for p in directory.glob(pattern):
-            p.unlink()
+def _forget_old_outputs(run, made_now: set[Path]) -> None:
+    """Delete what an earlier `figures` wrote and this one did not make again (a stale table must not
+    linger beside fresh ones); files other stages wrote there (the judge's tables) are never touched."""
+    import json
+
+    record = run.analysis_made
+    if record.is_file():
+        for rel in json.loads(record.read_text()):
+            p = run.root / rel
+            if p not in made_now and p.is_file():
+                p.unlink()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(sorted(str(p.relative_to(run.root)) for p in made_now), indent=1) + "\n")
 
 
 def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_dir=None) -> Report:
@@ -53,11 +62,12 @@ def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_di
 
     inputs = load_inputs(root)
     run = inputs.run
+    if not (inputs.train or inputs.pair or inputs.single or inputs.delta or inputs.leaderboard is not None):
+        raise UserError(f"{run.root}: no results to report (no train/ logs, judgments, leaderboard scores or Δπ "
+                        "tables); give a run directory that a stage has written to")
     sections = make_sections(inputs, n_boot=n_boot, seed=seed, data_dir=data_dir)
     rep = Report(inputs=inputs, sections=sections, notes=list(inputs.notes))
-    for d, patterns in ((run.tables, ("*.csv",)), (run.figures, ("*.png", "*.pdf"))):
-        d.mkdir(parents=True, exist_ok=True)
-        _clear(d, patterns)
+    run.tables.mkdir(parents=True, exist_ok=True)
     for sec in sections:
         for name, table in sec.tables.items():
             path = run.tables / f"{name}.csv"
@@ -65,6 +75,7 @@ def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_di
             rep.tables[name] = path
         for name, fig in sec.figures.items():
             rep.figures[name] = save_figure(fig, run.figures, name)
+    _forget_old_outputs(run, {*rep.tables.values(), *(p for ps in rep.figures.values() for p in ps)})
     run.report.write_text(render_markdown(rep))
     return rep
 

@@ -11,23 +11,17 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from contracts import objectives
+from contracts.benches import BENCHES
+
 DPI = 150
 SINGLE = (6.4, 4.0)  # one panel
 WIDE = (11.0, 4.0)  # a row of panels
 GRID = (11.0, 7.5)  # 2 × 2 or 2 × 3 panels
 
-# Colour-blind-safe (Okabe–Ito); the base/SFT start is grey so the objectives stand out.
-COLORS = {
-    "dpo": "#0072b2",
-    "sr-dpo": "#d55e00",
-    "ipo": "#009e73",
-    "sr-ipo": "#cc79a7",
-    "sft": "#7f7f7f",
-    "base": "#000000",
-}
-LABELS = {"dpo": "DPO", "sr-dpo": "Sr-DPO", "ipo": "IPO", "sr-ipo": "Sr-IPO", "sft": "SFT", "base": "Base"}
-OBJECTIVE_ORDER = ("sft", "dpo", "sr-dpo", "ipo", "sr-ipo", "base")
-BENCH_NAMES = {"mt_bench": "MT-Bench", "vicuna_bench": "Vicuna-Bench"}
+# One colour and one display name per objective, from the registry (contracts.objectives).
+OBJECTIVE_ORDER = objectives.ORDER
+BENCH_NAMES = {b.name: b.label for b in BENCHES.values()}
 OUTCOME_COLORS = {"win": "#1b9e77", "tie": "#bdbdbd", "loss": "#d95f02"}
 
 RC = {
@@ -45,14 +39,8 @@ RC = {
 }
 
 
-def color(objective: str) -> str:
-    """The objective's colour (unknown objectives get black)."""
-    return COLORS.get(objective, "#000000")
-
-
-def label(objective: str) -> str:
-    """The objective's display name, e.g. 'Sr-DPO'."""
-    return LABELS.get(objective, objective)
+color = objectives.color  # the objective's colour (unknown objectives get black)
+label = objectives.label  # the objective's display name, e.g. 'Sr-DPO'
 
 
 def new_figure(size: tuple[float, float] = SINGLE, nrows: int = 1, ncols: int = 1, **kw):

@@ -10,10 +10,13 @@ from matplotlib.figure import Figure
 from analysis import paper_numbers, style
 from analysis.inputs import PRODUCERS, Inputs, is_final
 from analysis.section import Section
-from srdpo_eval.run_dir import ModelEntry
+from contracts import objectives
+from contracts.run_dir import ModelEntry
 
-TABLE2_PAIRS = (("sr-dpo", "dpo"), ("sr-ipo", "ipo"), ("sr-dpo", "ipo"), ("sr-ipo", "dpo"))
-SR_PAIRS = (("sr-dpo", "dpo"), ("sr-ipo", "ipo"))
+SR_PAIRS = objectives.SR_PAIRS  # (Sr-X, X)
+# The paper's Table 2: each Sr objective against its base, then against the other bases.
+TABLE2_PAIRS = (*SR_PAIRS, *[(sr, b) for sr, _ in SR_PAIRS for _, b in SR_PAIRS if (sr, b) not in SR_PAIRS])
+TRAINED = tuple(o for o in objectives.ORDER if o in objectives.PREFERENCE)  # dpo sr-dpo ipo sr-ipo
 COLUMNS = ["bench", "judge", "model_a", "model_b", "n", "win", "tie", "loss", "win_rate", "adjusted_win_rate",
            "adjusted_ci_low", "adjusted_ci_high"]
 
@@ -93,7 +96,7 @@ def training_winrate_table(inputs: Inputs, baseline: str | None = None, *, n_boo
         base = inputs.main("sft") or inputs.main("dpo")
         baseline = base.model_id if base else None
     for (bench, judge), df in inputs.pair.items():
-        for obj in ("dpo", "sr-dpo", "ipo", "sr-ipo"):
+        for obj in TRAINED:
             for e in inputs.checkpoints(obj):
                 if baseline is not None:
                     row = compare(df, bench, judge, e.model_id, baseline, n_boot=n_boot, seed=seed)
@@ -144,12 +147,12 @@ def lambda_figure(lt: pd.DataFrame) -> Figure:
     fig, axes = style.new_figure((5.0 * len(panels), 3.8), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
         d = lt[(lt["bench"] == bench) & (lt["judge"] == judge)]
-        for obj in ("sr-dpo", "sr-ipo"):
+        for obj, base in SR_PAIRS:
             o = d[d["objective"] == obj].sort_values("lam")
             if len(o):
                 err = [o["adjusted_win_rate"] - o["adjusted_ci_low"], o["adjusted_ci_high"] - o["adjusted_win_rate"]]
                 ax.errorbar(o["lam"], o["adjusted_win_rate"], yerr=err, color=style.color(obj), marker="o",
-                            capsize=3, label=f"{style.label(obj)} vs {style.label(obj[3:])}")
+                            capsize=3, label=f"{style.label(obj)} vs {style.label(base)}")
         # At λ = 0 the Sr objective is X itself, so its win rate against X is 50% by definition.
         ax.axhline(50, color="grey", ls="--", lw=1, label="λ = 0 (Sr-X ≡ X): 50%")
         ax.set(xlabel="λ", ylabel="adjusted win rate vs X (%)", title=_bench_title(bench, judge), ylim=(0, 100))
@@ -165,10 +168,11 @@ def training_winrate_figure(wt: pd.DataFrame, vs: str) -> Figure:
     fig, axes = style.new_figure((5.0 * len(panels), 3.8), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
         d = d_all[(d_all["bench"] == bench) & (d_all["judge"] == judge)]
-        for obj in ("dpo", "sr-dpo", "ipo", "sr-ipo"):
+        for obj in TRAINED:
             o = d[d["objective"] == obj].sort_values("pairs_seen")
             if len(o):
-                who = f"vs {o['model_b'].iloc[0]}" if vs == "baseline" else f"vs {style.label(obj[3:])}"
+                who = (f"vs {o['model_b'].iloc[0]}" if vs == "baseline"
+                       else f"vs {style.label(objectives.OBJECTIVES[obj].base)}")
                 ax.plot(o["pairs_seen"], o["adjusted_win_rate"], color=style.color(obj), marker="o",
                         label=f"{style.label(obj)} {who}")
                 ax.fill_between(o["pairs_seen"], o["adjusted_ci_low"], o["adjusted_ci_high"],

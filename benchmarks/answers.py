@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.fastchat_data import DataError, Question, iter_jsonl, load_answers
+from contracts.settings import option
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,18 @@ def temperature_for(category: str) -> float:
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 1024
-    batch_size: int = 16
-    dtype: str = "auto"  # auto = bf16 on a capable GPU, else fp32
-    seed: int = 0
-    conv_template: str | None = None  # None: the checkpoint's own chat template; else a FastChat template
-    backend: str = "hf"  # "hf" | "vllm"
-    device: str | None = None  # None: cuda if available
-    trust_remote_code: bool = False
+    """How answers are generated; every field is part of the answers' key (answers made with other
+    settings are never mixed in)."""
+
+    max_new_tokens: int = option(1024, ge=1, help="answer length limit per turn (tokens)")
+    batch_size: int = option(16, ge=1, help="prompts per generate call")
+    dtype: str = option("auto", choices=("auto", "fp32", "bf16", "fp16"), help="auto: bf16 on a capable GPU, else fp32")
+    seed: int = option(0, ge=0, help="sampling seed (categories answered with temperature > 0)")
+    conv_template: str | None = option(None, metavar="NAME", help="FastChat conversation template "
+                                                                  "(default: the checkpoint's chat template)")
+    backend: str = option("hf", choices=("hf", "vllm"))
+    device: str | None = option(None, choices=("cpu", "cuda"), help="default: cuda if available")
+    trust_remote_code: bool = option(False, action="store_true")
 
 
 def load_generator(checkpoint: str | Path, cfg: GenerationConfig):
@@ -100,7 +105,7 @@ def _read_partial(path: Path, questions: dict[int, Question]) -> dict[int, list[
     for n, rec in iter_jsonl(path):
         qid, turn, text = rec.get("question_id"), rec.get("turn"), rec.get("text")
         if not (isinstance(qid, int) and isinstance(turn, int) and isinstance(text, str)):
-            raise DataError(f"{path}: line {n}: fields 'question_id' (int), 'turn' (int), 'text' (str) expected")
+            raise DataError(f"{path}:{n}: fields 'question_id' (int), 'turn' (int), 'text' (str) expected")
         if qid in questions and turn == len(done.get(qid, [])):  # only contiguous turns are usable
             done.setdefault(qid, []).append(text)
     return done

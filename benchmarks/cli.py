@@ -1,16 +1,11 @@
-"""Sub-commands of the benchmark data and answer stage: ``data fetch``, ``data verify``, ``answers``."""
+"""Sub-commands of the stage that runs checkpoints: ``data fetch``, ``data verify``, ``answers``, ``delta``,
+``delta-pairs`` (``judge`` and ``leaderboard`` have their own modules)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-
-
-def default_model_id(checkpoint: str | Path) -> str:
-    """The checkpoint directory's name; for ``train/<run>/final`` the run's name."""
-    p = Path(checkpoint).resolve()
-    return p.parent.name if p.name == "final" else p.name
 
 
 def _print_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> None:
@@ -46,7 +41,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_answers(args: argparse.Namespace) -> int:
     from benchmarks.answers import GenerationConfig, generate_answers
     from benchmarks.fastchat_data import load_questions, resolve_data_dir
-    from srdpo_eval.run_dir import RunDir
+    from contracts.run_dir import RunDir
 
     try:
         questions = load_questions(resolve_data_dir(args.data_dir, args.bench), args.bench)
@@ -55,7 +50,9 @@ def cmd_answers(args: argparse.Namespace) -> int:
         return 2
     if args.limit is not None:
         questions = questions[: args.limit]
-    model_id = args.model_id or default_model_id(args.checkpoint)
+    from contracts.ids import model_id_for_checkpoint
+
+    model_id = args.model_id or model_id_for_checkpoint(args.checkpoint)
     out = RunDir(args.output).answers(args.bench, model_id)
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                            seed=args.seed, conv_template=args.conv_template, backend=args.backend,
@@ -96,3 +93,55 @@ def register(subparsers) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--trust-remote-code", action="store_true")
     a.set_defaults(func=cmd_answers)
+    register_delta(subparsers)
+
+
+def register_delta(subparsers) -> None:
+    from benchmarks.delta import DeltaConfig
+    from contracts.settings import add_flags
+
+    p = subparsers.add_parser(
+        "delta", help="Δπ, margin m(x) and reward margin of a checkpoint on preference pairs (CSV keyed by pair id)",
+        description="For every (prompt, A, B) pair compute Δπ = β·m(p⊕x), m(x) and β·m(x) with the trainer's "
+                    "own functions and settings. Written in chunks; a rerun computes only the missing pair ids.")
+    p.add_argument("checkpoint", help="policy checkpoint directory (Hugging Face format)")
+    p.add_argument("--pairs", required=True, help="preference pairs: JSONL/JSON/parquet file (or, online, a "
+                                                  "HF dataset name)")
+    p.add_argument("--ref-model", help="reference model (default: ref_model in the checkpoint's srdpo_info.json)")
+    p.add_argument("--output", help="CSV to write (default: RUN_DIR/delta/<model-id>.csv with --run-dir)")
+    p.add_argument("--run-dir", help="run directory; the table goes to RUN_DIR/delta/<model-id>.csv")
+    p.add_argument("--model-id", help="name of the checkpoint in the table (default: contracts.ids)")
+    add_flags(p, DeltaConfig)
+    p.set_defaults(func=_delta)
+
+    p = subparsers.add_parser(
+        "delta-pairs", help="build a pairs JSONL from two models' FastChat answers, rated by single grading",
+        description="Pairs (question turn 1, answer of A, answer of B) with the single-grading scores of both "
+                    "answers as chosen_rating / rejected_rating (A is written as 'chosen', B as 'rejected').")
+    p.add_argument("run_dir")
+    p.add_argument("--bench", default="mt_bench", choices=("mt_bench", "vicuna_bench"))
+    p.add_argument("--model-a", required=True)
+    p.add_argument("--model-b", required=True)
+    p.add_argument("--judge", required=True, help="judge name of <judge>_single.jsonl (e.g. gpt-4)")
+    p.add_argument("--data-dir", help="FastChat llm_judge data folder (questions)")
+    p.add_argument("--output", required=True, help="JSONL to write")
+    p.set_defaults(func=_delta_pairs)
+
+
+def _delta(args: argparse.Namespace) -> int:
+    from benchmarks.delta import delta_command
+
+    return delta_command(args)
+
+
+def _delta_pairs(args: argparse.Namespace) -> int:
+    from benchmarks.delta import pairs_from_answers
+    from contracts.run_dir import RunDir
+
+    run = RunDir(args.run_dir)
+    n = pairs_from_answers(
+        run.answers(args.bench, args.model_a), run.answers(args.bench, args.model_b),
+        run.judgments(args.bench, args.judge, "single"), args.output, bench=args.bench,
+        model_a=args.model_a, model_b=args.model_b, data_dir=args.data_dir)
+    print(f"{n} pairs written to {args.output}")
+    return 0

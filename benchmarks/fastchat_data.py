@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-BENCHES = ("mt_bench", "vicuna_bench")
+from contracts.benches import BENCHES, get_bench
+from contracts.errors import UserError
+
 FASTCHAT_COMMIT = "0e6d3e4beaab66f4d3f93db72541a4abab8af28d"
 FASTCHAT_BASE_URL = (
     f"https://raw.githubusercontent.com/lm-sys/FastChat/{FASTCHAT_COMMIT}/fastchat/llm_judge/data"
@@ -30,7 +32,7 @@ FASTCHAT_BASE_URL = (
 DATA_ENV = "SRDPO_EVAL_DATA"
 CACHE_ENV = "SRDPO_EVAL_CACHE"
 
-# sha256 of the upstream files at FASTCHAT_COMMIT (also in ../shared/data/fastchat_llm_judge/SOURCE.txt).
+# sha256 of the upstream files at FASTCHAT_COMMIT: facts about the upstream files, checked on every fetch.
 EXPECTED_SHA256 = {
     "judge_prompts.jsonl": "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
     "mt_bench/question.jsonl": "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
@@ -40,7 +42,7 @@ EXPECTED_SHA256 = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A malformed benchmark file; the message names the file, the line and the field."""
 
 
@@ -74,7 +76,7 @@ class JudgePrompts(dict):
         raise UnknownJudgePrompt(f"{self.source}: no judge prompt named {name!r} (known: {', '.join(self)})")
 
 
-class UnknownJudgePrompt(KeyError):
+class UnknownJudgePrompt(UserError, KeyError):
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])
 
@@ -84,7 +86,7 @@ class UnknownJudgePrompt(KeyError):
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` for each non-blank line; bad JSON fails naming file and line."""
-    from srdpo_eval.jsonl import read_jsonl_lines
+    from contracts.jsonl import read_jsonl_lines
 
     yield from read_jsonl_lines(path, error=DataError)
 
@@ -125,7 +127,7 @@ def load_answers(path: str | Path) -> dict[int, dict]:
     path = Path(path)
     out: dict[int, dict] = {}
     for n, rec in iter_jsonl(path):
-        where = f"{path}: line {n}"
+        where = f"{path}:{n}"
         qid = _field(rec, "question_id", int, where)
         _field(rec, "model_id", str, where)
         _answer_turns(rec, where)
@@ -135,14 +137,13 @@ def load_answers(path: str | Path) -> dict[int, dict]:
 
 def load_questions(data_dir: str | Path, bench: str) -> list[Question]:
     """Questions of ``bench`` in file order, with GPT-4 reference answers attached when present."""
-    if bench not in BENCHES:
-        raise ValueError(f"unknown benchmark {bench!r}: expected one of {', '.join(BENCHES)}")
+    get_bench(bench)
     qpath = Path(data_dir) / bench / "question.jsonl"
     if not qpath.is_file():
-        raise FileNotFoundError(f"{qpath} not found")
+        raise DataError(f"{qpath} not found; see `srdpo-eval data fetch`")
     questions: dict[int, Question] = {}
     for n, rec in iter_jsonl(qpath):
-        where = f"{qpath}: line {n}"
+        where = f"{qpath}:{n}"
         qid = _field(rec, "question_id", int, where)
         if qid in questions:
             raise DataError(f"{where}: field 'question_id': duplicate id {qid}")
@@ -160,10 +161,10 @@ def load_judge_prompts(data_dir: str | Path) -> JudgePrompts:
     """``judge_prompts.jsonl`` as ``name -> JudgePrompt``."""
     path = Path(data_dir) / "judge_prompts.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise DataError(f"{path} not found; see `srdpo-eval data fetch`")
     prompts: dict[str, JudgePrompt] = {}
     for n, rec in iter_jsonl(path):
-        where = f"{path}: line {n}"
+        where = f"{path}:{n}"
         values = {k: _field(rec, k, str, where) for k in JudgePrompt.__dataclass_fields__}
         if values["type"] not in ("single", "pairwise"):
             raise DataError(f"{where}: field 'type' must be 'single' or 'pairwise', got {values['type']!r}")
@@ -204,8 +205,8 @@ def resolve_data_dir(path: str | Path | None = None, bench: str | None = None) -
     An explicit path or the env var is used as given (never silently replaced by another copy); the
     packaged copy is skipped when it lacks ``bench`` (it has no Vicuna-Bench).
     """
-    if bench is not None and bench not in BENCHES:
-        raise ValueError(f"unknown benchmark {bench!r}: expected one of {', '.join(BENCHES)}")
+    if bench is not None:
+        get_bench(bench)
     what = f"{bench}/question.jsonl and judge_prompts.jsonl" if bench else "judge_prompts.jsonl"
     hint = ("run `srdpo-eval data fetch` on a machine that is online, or pass --data-dir with FastChat's "
             "fastchat/llm_judge/data folder")
@@ -213,13 +214,13 @@ def resolve_data_dir(path: str | Path | None = None, bench: str | None = None) -
         if given:
             d = Path(given)
             if not _has(d, bench):
-                raise FileNotFoundError(f"{label} {d}: {what} not found there; {hint}")
+                raise DataError(f"{label} {d}: {what} not found there; {hint}")
             return d
     candidates = [d for d in (packaged_data_dir(), default_cache_dir()) if d is not None]
     for d in candidates:
         if _has(d, bench):
             return d
-    raise FileNotFoundError(f"no copy of {what} found (looked in {', '.join(map(str, candidates))}); {hint}")
+    raise DataError(f"no copy of {what} found (looked in {', '.join(map(str, candidates))}); {hint}")
 
 
 # ------------------------------------------------------------------------------------ checking, fetching
@@ -255,8 +256,9 @@ def _download(url: str, timeout: float) -> bytes:
 
     try:
         return get()
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise OSError(f"{url}: download failed: {e}") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+        raise UserError(f"{url}: download failed ({e}); check the network, or copy FastChat's llm_judge "
+                        "data folder here by hand and pass --data-dir") from None
 
 
 def fetch(cache_dir: str | Path | None = None, *, base_url: str = FASTCHAT_BASE_URL,

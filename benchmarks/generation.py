@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from contracts.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ class ChatFormat:
     def __post_init__(self) -> None:
         tok = self.tokenizer
         if self.conv_template is None and not getattr(tok, "chat_template", None):
-            raise ValueError(
+            raise UserError(
                 "the checkpoint's tokenizer has no chat template: name a FastChat conversation template "
                 "with --conv-template (e.g. vicuna_v1.1, zephyr, chatml)"
             )
@@ -69,7 +71,7 @@ class ChatFormat:
         for m in messages:
             role = {"user": conv.roles[0], "assistant": conv.roles[1]}.get(m["role"])
             if role is None:  # system prompts belong to the template
-                raise ValueError(f"unsupported chat role {m['role']!r}")
+                raise UserError(f"unsupported chat role {m['role']!r}")
             conv.append_message(role, m["content"])
         conv.append_message(conv.roles[1], None)
         return conv.get_prompt()

@@ -6,7 +6,10 @@ import argparse
 import itertools
 import sys
 
-from srdpo_eval.run_dir import BENCHES, RunDir, safe_name
+from contracts.benches import BENCHES
+from contracts.errors import UserError
+from contracts.ids import safe_name
+from contracts.run_dir import RunDir
 
 
 def register(subparsers) -> None:
@@ -15,7 +18,9 @@ def register(subparsers) -> None:
         description="Judge existing answers (FastChat llm_judge rules), resumable and cached; print and save "
                     "the result tables under RUN_DIR/tables/. The API key is read from the environment only.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--judge-model", required=True, help="judge model name (e.g. gpt-4), or a local checkpoint")
+    p.add_argument("--judge-model", required=True,
+                   help="judge model name (e.g. gpt-4); with --judge-backend local a checkpoint directory, or "
+                        "'default' for the default model")
     p.add_argument("--judge-backend", choices=("openai", "local"), default="openai")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
@@ -44,11 +49,20 @@ def _backend(args):
     if args.judge_backend == "local":
         from benchmarks.judge.local import LocalJudge
 
-        return LocalJudge(args.judge_model)
+        return LocalJudge(local_judge_path(args.judge_model))
     from benchmarks.judge.openai_backend import OpenAIBackend
 
     return OpenAIBackend(args.judge_model, base_url=args.base_url, api_key_env=args.api_key_env,
                          timeout=args.timeout, max_retries=args.max_retries)
+
+
+def local_judge_path(model: str) -> str:
+    """A local judge's checkpoint: a directory, or 'default' for the default model (converted once)."""
+    if model == "default":
+        from trainer.default_model import default_model_checkpoint
+
+        return str(default_model_checkpoint())
+    return model
 
 
 def _pairs(args, available: list[str]) -> list[tuple[str, str]]:
@@ -57,7 +71,7 @@ def _pairs(args, available: list[str]) -> list[tuple[str, str]]:
         return [(m, args.baseline) for m in models if m != args.baseline]
     models = args.models or []
     if len(models) < 2:
-        raise SystemExit("judge --mode pairwise: give --models A B (A vs B) or --baseline NAME")
+        raise UserError("--mode pairwise: give --models A B (A vs B) or --baseline NAME")
     return list(itertools.combinations(models, 2))
 
 
@@ -68,17 +82,13 @@ def _benches(args) -> list[str]:
         return [args.bench]
     found = [b for b in BENCHES if list_answer_models(args.run_dir, b)]
     if not found:
-        raise SystemExit(f"judge: no answer files under {args.run_dir}/<bench>/model_answer/")
+        raise UserError(f"{args.run_dir}: no answer files under <bench>/model_answer/; run `srdpo-eval answers` first")
     return found
 
 
 def run_judge(args: argparse.Namespace) -> int:
     """Judge every selected benchmark in one event loop, then print and save the tables."""
-    try:
-        return _run_judge(args)
-    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file / record / field
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _run_judge(args)
 
 
 def _run_judge(args: argparse.Namespace) -> int:
@@ -130,7 +140,7 @@ def _run_judge(args: argparse.Namespace) -> int:
 def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
     from benchmarks import results as R
 
-    tables = RunDir(run_dir).tables
+    tables = RunDir(run_dir).judge_tables
     tables.mkdir(parents=True, exist_ok=True)
     stem = f"{bench}_{mode}_{safe_name(judge)}"
     if mode == "single":

@@ -28,42 +28,21 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
-from srdpo_eval.run_dir import ModelEntry, RunDir, read_models, safe_name
+from contracts.benches import LEADERBOARD_TASKS, TASKS, LeaderboardTask
+from contracts.errors import UserError
+from contracts.settings import option
+from contracts.hashing import checkpoint_hash as _content_hash
+from contracts.ids import model_id_for_checkpoint, safe_name
+from contracts.run_dir import ModelEntry, RunDir, read_models
+from contracts.tables import SCORES_AVERAGE, SCORES_INDEX
 
 
-class LeaderboardError(RuntimeError):
+class LeaderboardError(UserError):
     """Bad input or an unreachable resource, with a message saying what to do."""
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """How the leaderboard scored one lm-eval task (or group)."""
-
-    name: str  # lm-eval task or group name
-    column: str  # column in scores.csv / Table 3
-    num_fewshot: int
-    metric: str  # lm-eval metric name
-    filter: str = "none"  # lm-eval filter name; results are keyed "<metric>,<filter>"
-    mean_of_subtasks: bool = False  # score = plain mean over the group's leaf tasks (MMLU)
-
-
-# Open LLM Leaderboard v1 settings. MMLU: the leaderboard averaged the 57 subject accuracies equally;
-# lm-eval's `mmlu` group reports a sample-weighted mean (weight_by_size), so we recompute the plain mean.
-# GSM8K: the leaderboard's exact match is on the strict "#### <number>" extraction ("strict-match").
-LEADERBOARD_TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("arc_challenge", "ARC", 25, "acc_norm"),
-    TaskSpec("hellaswag", "HellaSwag", 10, "acc_norm"),
-    TaskSpec("truthfulqa_mc2", "TruthfulQA", 0, "acc"),
-    TaskSpec("mmlu", "MMLU", 5, "acc", mean_of_subtasks=True),
-    TaskSpec("winogrande", "Winogrande", 5, "acc"),
-    TaskSpec("gsm8k", "GSM8K", 5, "exact_match", filter="strict-match"),
-)
-TASKS_BY_NAME = {t.name: t for t in LEADERBOARD_TASKS}
-SCORES_CSV = "scores.csv"
-# Files that decide a checkpoint's outputs (weights, config, tokenizer); training state is not hashed.
-_CONTENT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
-                     "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model",
-                     "chat_template*", "added_tokens.json")
+TaskSpec = LeaderboardTask  # one row of the task table (contracts.benches)
+TASKS_BY_NAME = TASKS
 _HASH_CACHE = ".checkpoint_hashes.json"
 
 
@@ -71,21 +50,38 @@ _HASH_CACHE = ".checkpoint_hashes.json"
 class LeaderboardConfig:
     """Settings of a leaderboard run; all but the execution ones key the result reuse."""
 
-    tasks: tuple[str, ...] = tuple(t.name for t in LEADERBOARD_TASKS)
-    limit: int | float | None = None  # per (sub)task; for smoke runs only, not comparable with the paper
-    batch_size: int | str = "auto"
-    max_batch_size: int = 64
-    backend: str = "hf"  # hf | vllm
-    dtype: str = "auto"  # auto = bf16 on a GPU that has it, float32 on CPU
-    device: str | None = None  # None = cuda if available else cpu
-    num_fewshot: dict[str, int] = field(default_factory=dict)  # overrides of the table; off by default
-    include_path: tuple[str, ...] = ()  # directories of extra/local lm-eval task YAMLs
-    include_defaults: bool = True  # False: only tasks from include_path (tests, fully local runs)
-    hf_datasets_cache: str | None = None  # sets HF_DATASETS_CACHE for the call
-    offline: bool | None = None  # None = probe the Hub (2 s); True/False = force
-    bootstrap_iters: int = 1000  # stderr of non-mean metrics only; the scores do not depend on it
-    seed: int = 1234  # lm-eval's few-shot sampling seed (its default)
-    gen_max_new_tokens: int | None = None  # override generate_until length (tests); None = task's own
+    tasks: tuple[str, ...] = option(tuple(t.name for t in LEADERBOARD_TASKS), choices=tuple(TASKS),
+                                    metavar="TASK,...", help="leaderboard tasks")
+    limit: int | float | None = option(None, gt=0, help="documents per (sub)task (a fraction if < 1); "
+                                                        "smoke runs only, not comparable with the paper")
+    batch_size: int | str = option("auto", help="an integer, or 'auto' (lm-eval finds the largest that fits)")
+    max_batch_size: int = option(64, ge=1)
+    backend: str = option("hf", choices=("hf", "vllm"))
+    dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16", "fp32", "bf16"),
+                        help="auto: bf16 on a GPU that has it, float32 on CPU")
+    device: str | None = option(None, choices=("cpu", "cuda"), help="default: cuda if available")
+    num_fewshot: dict[str, int] = option(default_factory=dict, cli=False,
+                                         help="per-task shot overrides (not comparable with the paper)")
+    include_path: tuple[str, ...] = option((), metavar="DIR,...", help="directories of extra/local lm-eval "
+                                                                      "task YAMLs")
+    include_defaults: bool = option(True, help="false: only tasks from include_path (fully local runs)")
+    hf_datasets_cache: str | None = option(None, metavar="DIR", flags=("--datasets-cache",),
+                                           help="HF_DATASETS_CACHE for the call")
+    offline: bool | None = option(None, help="never contact the Hub (default: decided by a 2 s probe)")
+    bootstrap_iters: int = option(1000, ge=0, help="stderr of non-mean metrics only")
+    seed: int = option(1234, ge=0, help="lm-eval's few-shot sampling seed (its default)")
+    gen_max_new_tokens: int | None = option(None, ge=1, help="override generate_until length (tests)")
+
+    def check(self) -> None:
+        b = self.batch_size
+        if isinstance(b, str) and not (b == "auto" or b.startswith("auto:")):
+            from contracts.settings import ConfigError
+
+            raise ConfigError(f"batch_size: expected an integer or 'auto', got {b!r}")
+        if isinstance(b, int) and b < 1:
+            from contracts.settings import ConfigError
+
+            raise ConfigError(f"batch_size: must be >= 1, got {b}")
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -96,7 +92,7 @@ def task_specs(cfg: LeaderboardConfig) -> list[TaskSpec]:
     unknown = [t for t in cfg.tasks if t not in TASKS_BY_NAME]
     if unknown:
         raise LeaderboardError(
-            f"unknown leaderboard task {unknown[0]!r}: expected some of {', '.join(TASKS_BY_NAME)}")
+            f"tasks: unknown leaderboard task {unknown[0]!r}: use some of {', '.join(TASKS_BY_NAME)}")
     bad = [t for t in cfg.num_fewshot if t not in TASKS_BY_NAME]
     if bad:
         raise LeaderboardError(f"num_fewshot override for unknown task {bad[0]!r}")
@@ -126,36 +122,14 @@ def check_checkpoint(path: str | Path) -> Path:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from contracts.hashing import sha256_file
+
+    return sha256_file(path)
 
 
 def checkpoint_hash(path: str | Path, cache_file: Path | None = None) -> str:
-    """SHA-256 over the checkpoint's content files (streamed), cached by (path, size, mtime)."""
-    p = check_checkpoint(path).resolve()
-    files = sorted({f for pat in _CONTENT_PATTERNS for f in p.glob(pat) if f.is_file()})
-    cache: dict[str, Any] = {}
-    if cache_file is not None and cache_file.is_file():
-        try:
-            cache = json.loads(cache_file.read_text())
-        except json.JSONDecodeError:
-            cache = {}  # a damaged cache only costs a re-hash
-    total = hashlib.sha256()
-    changed = False
-    for f in files:
-        st = f.stat()
-        key = str(f)
-        hit = cache.get(key)
-        if not (hit and hit["size"] == st.st_size and hit["mtime_ns"] == st.st_mtime_ns):
-            hit = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256_file(f)}
-            cache[key], changed = hit, True
-        total.update(f"{f.name}\0{hit['sha256']}\n".encode())
-    if cache_file is not None and changed:
-        _write_json(cache_file, cache)
-    return total.hexdigest()
+    """SHA-256 over the checkpoint's content files (contracts.hashing), cached by (path, size, mtime)."""
+    return _content_hash(check_checkpoint(path).resolve(), cache_file)
 
 
 def _include_hash(paths: tuple[str, ...]) -> str | None:
@@ -184,7 +158,7 @@ def result_settings(spec: TaskSpec, cfg: LeaderboardConfig, ckpt_hash: str) -> d
     """Everything that decides a (checkpoint, task) score; any change means recompute."""
     return {
         "checkpoint_sha256": ckpt_hash,
-        "task": asdict(spec),
+        "task": {k: v for k, v in asdict(spec).items() if k not in ("label", "title")},  # not display names
         "limit": cfg.limit,
         "backend": cfg.backend,
         "dtype": _resolved_dtype(cfg),
@@ -428,7 +402,7 @@ def run_task(lm, spec: TaskSpec, cfg: LeaderboardConfig, task_manager, *, offlin
 
 
 def result_path(run_dir: str | Path, model_id: str, task: str) -> Path:
-    return RunDir(run_dir).leaderboard / safe_name(model_id) / f"{task}.json"
+    return RunDir(run_dir).leaderboard_result(model_id, task)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -501,7 +475,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
                 if body is None:  # non-zero rank under accelerate
                     continue
                 rec = {"model_id": model_id, "checkpoint": str(ckpt), "task": spec.name,
-                       "column": spec.column, "metric": f"{spec.metric},{spec.filter}",
+                       "metric": f"{spec.metric},{spec.filter}",
                        "num_fewshot": spec.num_fewshot, "settings": settings, "settings_key": key,
                        "execution": {"batch_size": cfg.batch_size, "device": _device(cfg)}, **body}
                 _write_json(path, rec)
@@ -523,10 +497,8 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: LeaderboardConfig, out_dir:
 
 
 def run_checkpoints(train_run_dir: str | Path) -> list[tuple[str, Path]]:
-    """``[(model_id, path)]`` for ``checkpoint-<step>/`` (by step) and ``final/`` of a training run.
-
-    model ids are ``<run>-step<step>`` and ``<run>``; prefer ``models_of_run`` when models.json exists.
-    """
+    """``[(model_id, path)]`` for ``checkpoint-<step>/`` (by step) and ``final/`` of a training run, with the
+    ids every stage gives them (contracts.ids: ``<run>-p<pairs seen>`` and ``<run>``)."""
     d = Path(train_run_dir)
     if not d.is_dir():
         raise LeaderboardError(f"{d}: no such training run directory")
@@ -536,9 +508,9 @@ def run_checkpoints(train_run_dir: str | Path) -> list[tuple[str, Path]]:
             steps.append((int(c.name.split("-", 1)[1]), c))
         except ValueError:
             continue
-    out = [(f"{d.name}-step{s}", c) for s, c in sorted(steps)]
+    out = [(model_id_for_checkpoint(c), c) for _, c in sorted(steps)]
     if (d / "final").is_dir():
-        out.append((d.name, d / "final"))
+        out.append((model_id_for_checkpoint(d / "final"), d / "final"))
     if not out:
         raise LeaderboardError(f"{d}: no checkpoint-<step>/ or final/ directories in it")
     return out
@@ -575,26 +547,23 @@ def collect_results(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def scores_table(out_dir: str | Path):
-    """pandas DataFrame: one row per model_id, the six columns in percent and their Average.
-
-    A task not run is NaN; Average is the plain mean of the six and only given for complete rows.
-    """
+    """pandas DataFrame: one row per model_id, a column per task in percent (contracts.tables), and the
+    average. A task not run is NaN; the average is the plain mean of the six, only for complete rows."""
     import pandas as pd
 
-    cols = [t.column for t in LEADERBOARD_TASKS]
+    cols = [t.name for t in LEADERBOARD_TASKS]
     rows: dict[str, dict[str, float]] = {}
     for rec in collect_results(out_dir):
-        spec = TASKS_BY_NAME.get(rec["task"])
-        if spec is not None:
-            rows.setdefault(rec["model_id"], {})[spec.column] = 100.0 * float(rec["score"])
+        if rec["task"] in TASKS:
+            rows.setdefault(rec["model_id"], {})[rec["task"]] = 100.0 * float(rec["score"])
     df = pd.DataFrame.from_dict(rows, orient="index", columns=cols, dtype=float)
-    df.index.name = "model_id"
-    df["Average"] = df[cols].mean(axis=1, skipna=False)  # NaN unless all six are there
+    df.index.name = SCORES_INDEX
+    df[SCORES_AVERAGE] = df[cols].mean(axis=1, skipna=False)  # NaN unless all six are there
     return df
 
 
 def write_scores_csv(out_dir: str | Path) -> Path:
-    path = RunDir(out_dir).leaderboard / SCORES_CSV
+    path = RunDir(out_dir).scores
     path.parent.mkdir(parents=True, exist_ok=True)
     df = scores_table(out_dir)
     tmp = path.with_name(path.name + ".tmp")
@@ -607,5 +576,6 @@ def format_table(df) -> str:
     """The scores as a readable text table (2 decimals, '-' where missing)."""
     if df.empty:
         return "(no leaderboard results)"
-    return df.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-")
+    labels = {t.name: t.label for t in LEADERBOARD_TASKS}
+    return df.rename(columns=labels).to_string(float_format=lambda v: f"{v:.2f}", na_rep="-")
 

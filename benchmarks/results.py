@@ -14,10 +14,8 @@ import pandas as pd
 from scipy import stats
 
 from benchmarks.judge.jsonl import read_jsonl_lines, require
-
-SINGLE_FIELDS = ("question_id", "model", "score", "turn")
-PAIR_FIELDS = ("question_id", "model_1", "model_2", "g1_winner", "g2_winner", "turn")
-WINNERS = ("model_1", "model_2", "tie", "error")
+from contracts.errors import UserError
+from contracts.tables import PAIR_FIELDS, SINGLE_FIELDS, WINNERS
 
 
 def _judge_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -33,9 +31,9 @@ def load_single_judgments(path: str | Path) -> pd.DataFrame:
     for line, rec in read_jsonl_lines(path):
         require(rec, SINGLE_FIELDS, path, line)
         if not isinstance(rec["score"], (int, float)) or isinstance(rec["score"], bool):
-            raise ValueError(f"{path}: line {line}: field 'score' must be a number, got {rec['score']!r}")
+            raise UserError(f"{path}:{line}: field 'score' must be a number, got {rec['score']!r}")
         if rec["turn"] not in (1, 2):
-            raise ValueError(f"{path}: line {line}: field 'turn' must be 1 or 2, got {rec['turn']!r}")
+            raise UserError(f"{path}:{line}: field 'turn' must be 1 or 2, got {rec['turn']!r}")
         rows.append(rec)
     df = pd.DataFrame(rows, columns=list(dict.fromkeys([*SINGLE_FIELDS, *(rows[0] if rows else {})])))
     df["score"] = df["score"].astype(float)
@@ -96,7 +94,7 @@ def load_pair_judgments(path: str | Path) -> pd.DataFrame:
         require(rec, PAIR_FIELDS, path, line)
         for name in ("g1_winner", "g2_winner"):
             if rec[name] not in WINNERS:
-                raise ValueError(f"{path}: line {line}: field {name!r} must be one of {WINNERS}, got {rec[name]!r}")
+                raise UserError(f"{path}:{line}: field {name!r} must be one of {WINNERS}, got {rec[name]!r}")
         rows.append(rec)
     df = pd.DataFrame(rows, columns=list(dict.fromkeys([*PAIR_FIELDS, *(rows[0] if rows else {})])))
     return _judge_columns(df)

@@ -21,7 +21,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 from benchmarks.fastchat_data import load_questions, resolve_data_dir  # noqa: E402
 from benchmarks.judge.openai_backend import OpenAIBackend  # noqa: E402
 from benchmarks.judge.run import _load_inputs, judge_single, single_matches  # noqa: E402
-from srdpo_eval.run_dir import RunDir  # noqa: E402
+from contracts.run_dir import RunDir  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fastchat_llm_judge"
 

@@ -111,7 +111,7 @@ def worker_ours(args) -> dict:
                       batch_size=args.pairs, micro_batch_size=args.pairs, max_steps=args.steps, warmup_steps=0,
                       learning_rate=5e-7, optimizer="rmsprop", ref_cache_dir=args.cache, progress=False,
                       verify_logps=False, gradient_checkpointing=False, chunk_size=args.chunk,
-                      data_cfg=DataConfig(max_length=seq + 256, max_prompt_length=seq))
+                      max_length=seq + 256, max_prompt_length=seq)
     with _peak_ctx() as mem:
         train(cfg)
     log = [json.loads(l) for l in (Path(args.out) / "log.jsonl").read_text().splitlines()]

@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import trainer.train as tm  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.data import DataConfig  # noqa: E402
+
 
 GiB = 2**30
 
@@ -44,7 +44,7 @@ def main() -> None:
     tm.train(TrainConfig(objective="dpo", model=str(work / "model"), data=str(work / "pairs.jsonl"),
                          output=str(work / "memtrace"), batch_size=4, max_steps=3, warmup_steps=0,
                          ref_cache_dir=str(work / "cache"), progress=False, verify_logps=False,
-                         data_cfg=DataConfig(max_length=768, max_prompt_length=512)))
+                         max_length=768, max_prompt_length=512))
 
 
 if __name__ == "__main__":

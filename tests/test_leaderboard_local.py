@@ -337,11 +337,11 @@ def test_csv_layout(evaluated):
 
     run, scores = evaluated
     df = pd.read_csv(run / "leaderboard" / "scores.csv", index_col="model_id")
-    assert list(df.columns) == [t.column for t in LEADERBOARD_TASKS] + ["Average"]
+    assert list(df.columns) == [t.name for t in LEADERBOARD_TASKS] + ["average"]
     assert sorted(df.index) == ["scripted", "tiny"]
-    assert df.loc["tiny", "ARC"] == pytest.approx(100 * scores["tiny"]["arc_challenge"], abs=1e-4)
-    assert df.loc["scripted", "GSM8K"] == pytest.approx(100 * 2 / 3, abs=1e-4)
-    assert math.isnan(df.loc["tiny", "GSM8K"]) and math.isnan(df.loc["tiny", "Average"])  # incomplete row
+    assert df.loc["tiny", "arc_challenge"] == pytest.approx(100 * scores["tiny"]["arc_challenge"], abs=1e-4)
+    assert df.loc["scripted", "gsm8k"] == pytest.approx(100 * 2 / 3, abs=1e-4)
+    assert math.isnan(df.loc["tiny", "gsm8k"]) and math.isnan(df.loc["tiny", "average"])  # incomplete row
 
 
 def test_average_over_complete_rows(tmp_path):
@@ -351,7 +351,7 @@ def test_average_over_complete_rows(tmp_path):
     for task, v in vals.items():
         (lb / f"{task}.json").write_text(json.dumps({"model_id": "m", "task": task, "score": v}))
     df = scores_table(tmp_path)
-    assert df.loc["m", "Average"] == pytest.approx(100 * sum(vals.values()) / 6)
+    assert df.loc["m", "average"] == pytest.approx(100 * sum(vals.values()) / 6)
     (lb / "gsm8k.json").write_text("{broken")
     with pytest.raises(LeaderboardError, match=r"gsm8k\.json: not valid JSON"):
         scores_table(tmp_path)
@@ -432,7 +432,10 @@ def test_run_checkpoints_lists_steps_in_order(tmp_path):
     run = tmp_path / "train" / "sr-dpo"
     for name in ("checkpoint-20", "checkpoint-100", "checkpoint-3", "final", "logs"):
         (run / name).mkdir(parents=True)
-    assert [m for m, _ in run_checkpoints(run)] == ["sr-dpo-step3", "sr-dpo-step20", "sr-dpo-step100", "sr-dpo"]
+        if name.startswith("checkpoint-"):  # the trainer's record: 4 pairs a step
+            (run / name / "srdpo_info.json").write_text(json.dumps({"pairs_seen": 4 * int(name.split("-")[1])}))
+    # the ids every stage uses for these checkpoints (contracts.ids): run + pairs seen
+    assert [m for m, _ in run_checkpoints(run)] == ["sr-dpo-p12", "sr-dpo-p80", "sr-dpo-p400", "sr-dpo"]
     with pytest.raises(LeaderboardError, match="no checkpoint"):
         run_checkpoints(run / "logs")
 
@@ -440,14 +443,15 @@ def test_run_checkpoints_lists_steps_in_order(tmp_path):
 def test_cli_runs_prints_table_and_reports_errors(local_tasks, tiny_model_dir, tmp_path, capsys):
     from srdpo_eval.cli import main
 
-    common = ["--output", str(tmp_path), "--include-path", str(local_tasks), "--only-include-path", "--offline",
+    common = ["--output", str(tmp_path), "--include-path", str(local_tasks), "--include-defaults", "false",
+              "--offline", "true",
               "--device", "cpu", "--dtype", "float32", "--batch-size", "2", "--limit", "2"]
     assert main(["leaderboard", str(tiny_model_dir), "--model-id", "tiny", "--tasks", "truthfulqa_mc2", *common]) == 0
     out = capsys.readouterr().out
     rec = json.loads(result_path(tmp_path, "tiny", "truthfulqa_mc2").read_text())
     assert re.search(rf"tiny\s+-\s+-\s+{100 * rec['score']:.2f}\s+-", out), out
     assert rec["settings"]["limit"] == 2
-    assert main(["leaderboard", str(tmp_path / "nope"), "--tasks", "gsm8k", *common]) == 1
+    assert main(["leaderboard", str(tmp_path / "nope"), "--tasks", "gsm8k", *common]) == 2
     assert "not a directory" in capsys.readouterr().err
 
 

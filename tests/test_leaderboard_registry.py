@@ -34,7 +34,7 @@ def test_table_is_the_leaderboard_v1():
     assert {t.name: (t.num_fewshot, t.metric) for t in LEADERBOARD_TASKS} == V1
     assert TASKS_BY_NAME["gsm8k"].filter == "strict-match"
     assert TASKS_BY_NAME["mmlu"].mean_of_subtasks and sum(t.mean_of_subtasks for t in LEADERBOARD_TASKS) == 1
-    assert len({t.column for t in LEADERBOARD_TASKS}) == 6
+    assert len({t.label for t in LEADERBOARD_TASKS}) == 6
 
 
 def test_tasks_exist_with_the_metrics_we_read(task_manager):

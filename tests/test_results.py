@@ -192,11 +192,11 @@ def test_pairwise_table_layout(tmp_path):
 def test_malformed_judgment_files_name_file_line_field(tmp_path):
     bad = write_jsonl(tmp_path / "s.jsonl", [{"question_id": 1, "model": "m", "score": 5, "turn": 1},
                                              {"question_id": 2, "model": "m", "turn": 1}])
-    with pytest.raises(ValueError, match=r"s\.jsonl: line 2: missing field 'score'"):
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: missing field 'score'"):
         R.load_single_judgments(bad)
     bad = write_jsonl(tmp_path / "p.jsonl", [{**pair(1, 1, "A", "B", "model_1", "A")}])
-    with pytest.raises(ValueError, match=r"p\.jsonl: line 1: field 'g2_winner'"):
+    with pytest.raises(ValueError, match=r"p\.jsonl:1: field 'g2_winner'"):
         R.load_pair_judgments(bad)
     (tmp_path / "j.jsonl").write_text('{"question_id": 1}\n{not json\n')
-    with pytest.raises(ValueError, match=r"j\.jsonl: line 2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"j\.jsonl:2: invalid JSON"):
         R.load_single_judgments(tmp_path / "j.jsonl")

@@ -48,25 +48,26 @@ def test_quality_prompt_is_the_papers():
 def test_plain_strings_eos_appended_and_placement(tok):
     rec = {"prompt": "Human: hi\n\nAssistant:", "chosen": " good", "rejected": " bad"}
     for placement in ("user", "raw"):  # plain text: both placements put p before the whole prompt
-        pair = one(tok, rec, refine=True, prompt_placement=placement)
+        pair = one(tok, rec, prompt_placement=placement)
         assert pair.prompt_ids == enc(tok, "Human: hi\n\nAssistant:")
         assert pair.chosen_ids == enc(tok, " good") + [tok.eos_token_id]
         assert pair.rejected_ids == enc(tok, " bad") + [tok.eos_token_id]
-        assert pair.refine_prompt_ids == enc(tok, P + " Human: hi\n\nAssistant:")
-    assert one(tok, rec).refine_prompt_ids is None
+        # the tokens of "p " inserted, x's own tokens unchanged
+        assert pair.refine_prompt_ids == enc(tok, P + " ") + enc(tok, "Human: hi\n\nAssistant:")
 
 
 def test_messages_rendered_with_chat_template_and_p_in_user_turn(tok):
     rec = {"prompt": [{"role": "user", "content": "Hi there"}],
            "chosen": [{"role": "assistant", "content": "Hello"}],
            "rejected": [{"role": "assistant", "content": "Go away"}]}
-    pair = one(tok, rec, refine=True)
-    assert pair.prompt_ids == enc(tok, chatml(("user", "Hi there"), gen=True))
+    pair = one(tok, rec)
+    head, rest = enc(tok, "<|im_start|>user\n"), enc(tok, "Hi there<|im_end|>\n<|im_start|>assistant\n")
+    assert pair.prompt_ids == enc(tok, chatml(("user", "Hi there"), gen=True)) == head + rest
     assert pair.chosen_ids == enc(tok, "Hello<|im_end|>\n")
     assert pair.rejected_ids == enc(tok, "Go away<|im_end|>\n")
-    assert pair.refine_prompt_ids == enc(tok, chatml(("user", P + " Hi there"), gen=True))
-    raw = one(tok, rec, refine=True, prompt_placement="raw")
-    assert raw.refine_prompt_ids == enc(tok, P + " " + chatml(("user", "Hi there"), gen=True))
+    assert pair.refine_prompt_ids == head + enc(tok, P + " ") + rest  # p at the start of the user content
+    raw = one(tok, rec, prompt_placement="raw")
+    assert raw.refine_prompt_ids == enc(tok, P + " ") + head + rest
     assert raw.chosen_ids == pair.chosen_ids
 
 
@@ -75,17 +76,20 @@ def test_p_goes_in_first_user_turn_of_a_conversation(tok):
               {"role": "assistant", "content": "B"}, {"role": "user", "content": "C"}]
     rec = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "D"}],
            "rejected": [{"role": "assistant", "content": "E"}]}
-    pair = one(tok, rec, refine=True)
-    want = chatml(("system", "Be nice"), ("user", P + " A"), ("assistant", "B"), ("user", "C"), gen=True)
-    assert pair.refine_prompt_ids == enc(tok, want)
+    pair = one(tok, rec)
+    head = enc(tok, chatml(("system", "Be nice")) + "<|im_start|>user\n")
+    rest = enc(tok, "A<|im_end|>\n" + chatml(("assistant", "B"), ("user", "C"), gen=True))
+    assert pair.prompt_ids == head + rest
+    assert pair.refine_prompt_ids == head + enc(tok, P + " ") + rest
 
 
 def test_chat_template_forced_on_plain_strings(tok):
     rec = {"prompt": "Hi", "chosen": "Yes", "rejected": "No"}
-    pair = one(tok, rec, chat_template=True, refine=True)
+    pair = one(tok, rec, chat_template=True)
     assert pair.prompt_ids == enc(tok, chatml(("user", "Hi"), gen=True))
     assert pair.chosen_ids == enc(tok, "Yes<|im_end|>\n")
-    assert pair.refine_prompt_ids == enc(tok, chatml(("user", P + " Hi"), gen=True))
+    head = enc(tok, "<|im_start|>user\n")
+    assert pair.refine_prompt_ids == head + enc(tok, P + " ") + enc(tok, "Hi<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_ultrafeedback_binarized_strips_repeated_user_turn(tok):
@@ -137,17 +141,17 @@ def test_truncation_long_prompt_keeps_its_end(tok):
     assert pairs[0].prompt_truncated and not pairs[0].completion_truncated
 
 
-def test_truncation_long_completion_cut_to_fit(tok):
+def test_truncation_long_completion_cut_to_l_minus_p(tok):
+    # the DPO reference code: completions are cut to max_length − max_prompt_length, even when the
+    # prompt is shorter than max_prompt_length (so the pair may end shorter than max_length)
     long = " " + " ".join(["good"] * 50)
     c_full = enc(tok, long) + [tok.eos_token_id]
     pairs, rep = tokenize_pairs([{"prompt": "Hi", "chosen": long, "rejected": " no"}], tok,
                                 DataConfig(max_length=20, max_prompt_length=8))
-    pr = enc(tok, "Hi")
-    assert pairs[0].prompt_ids == pr  # shorter than max_prompt_length: untouched
-    assert pairs[0].chosen_ids == c_full[:20 - len(pr)]
+    assert pairs[0].prompt_ids == enc(tok, "Hi")  # shorter than max_prompt_length: untouched
+    assert pairs[0].chosen_ids == c_full[:20 - 8]
     assert pairs[0].rejected_ids == enc(tok, " no") + [tok.eos_token_id]  # already short: unchanged
     assert rep.completion_truncated == 1 and rep.prompt_truncated == 0
-    assert len(pairs[0].prompt_ids) + len(pairs[0].chosen_ids) == 20
 
 
 def test_empty_completion_dropped_and_reported(tok, caplog):
@@ -162,29 +166,44 @@ def test_empty_completion_dropped_and_reported(tok, caplog):
     assert "dropped pair id a" in caplog.text and "dropped pair id b" in caplog.text
 
 
-def test_refine_drops_start_of_x_keeps_header_and_p(tok):
+def test_p_is_inserted_after_truncation_and_may_exceed_max_length(tok):
     x = " ".join(f"w{i}" for i in range(40))
     rec = {"prompt": [{"role": "user", "content": x}], "chosen": [{"role": "assistant", "content": "ok"}],
            "rejected": [{"role": "assistant", "content": "no way"}]}
-    base = one(tok, rec, refine=True, max_length=10_000, max_prompt_length=9_000)
-    L = len(base.refine_prompt_ids) - 7 + max(len(base.chosen_ids), len(base.rejected_ids))
-    pairs, rep = tokenize_pairs([rec], tok, DataConfig(max_length=L, max_prompt_length=L - 10, refine=True))
+    full = one(tok, rec, max_length=10_000, max_prompt_length=9_000)
+    longer = max(len(full.chosen_ids), len(full.rejected_ids))
+    L, Pm = len(full.prompt_ids) + longer - 1, len(full.prompt_ids) - 5  # the prompt loses its first 5 tokens
+    pairs, rep = tokenize_pairs([rec], tok, DataConfig(max_length=L, max_prompt_length=Pm))
     pair = pairs[0]
-    assert rep.refine_truncated == 1 and pair.refine_truncated
-    head = enc(tok, "<|im_start|>user\n" + P)
-    assert pair.refine_prompt_ids[:len(head)] == head  # header and all of p intact
-    k = len(head)
-    assert pair.refine_prompt_ids[k:] == base.refine_prompt_ids[k + 7:]  # 7 tokens cut right after p
-    assert pair.refine_prompt_ids[-3:] == enc(tok, "<|im_end|>\n<|im_start|>assistant\n")[-3:]
-    # completions scored on p ⊕ x are the x completions
-    assert (pair.chosen_ids, pair.rejected_ids) == (base.chosen_ids, base.rejected_ids)
-    assert len(pair.refine_prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids)) == L
+    assert rep.prompt_truncated == 1 and not rep.dropped
+    assert pair.prompt_ids == full.prompt_ids[5:]  # the header is gone: p goes at the start of what is kept
+    assert pair.refine_prompt_ids == enc(tok, P + " ") + full.prompt_ids[5:]
+    assert (pair.chosen_ids, pair.rejected_ids) == (full.chosen_ids, full.rejected_ids)
+    assert len(pair.refine_prompt_ids) + longer > L  # over max_length by |p|, never cut for it
 
 
-def test_refine_prompt_that_cannot_fit_is_dropped(tok):
+def test_p_never_drops_a_pair(tok):
+    # the header and p together are far longer than max_length: the pair is kept all the same
     rec = {"id": 7, "prompt": "Hi", "chosen": " yes", "rejected": " no"}
-    pairs, rep = tokenize_pairs([rec], tok, DataConfig(max_length=12, max_prompt_length=6, refine=True))
-    assert pairs == [] and rep.dropped[0][0] == 7 and "quality prompt" in rep.dropped[0][1]
+    pairs, rep = tokenize_pairs([rec], tok, DataConfig(max_length=12, max_prompt_length=6))
+    assert [p.id for p in pairs] == [7] and not rep.dropped
+    assert pairs[0].refine_prompt_ids == enc(tok, P + " ") + enc(tok, "Hi")
+
+
+def test_p_plus_x_holds_the_x_tokens_unchanged(tok):
+    # every pair, truncated or not, chat or plain text: removing p's tokens gives back x exactly
+    p_ids = enc(tok, P + " ")
+    words = lambda n: " ".join(f"v{i}" for i in range(n))  # noqa: E731
+    recs = [{"prompt": words(n), "chosen": " " + words(m), "rejected": " no"} for n, m in ((3, 2), (30, 5), (8, 40))]
+    recs += [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": words(n)}],
+              "chosen": [{"role": "assistant", "content": words(m)}],
+              "rejected": [{"role": "assistant", "content": "x"}]} for n, m in ((2, 2), (25, 3), (6, 30))]
+    pairs, rep = tokenize_pairs(recs, tok, DataConfig(max_length=48, max_prompt_length=20))
+    assert len(pairs) == len(recs) and rep.prompt_truncated >= 2 and rep.completion_truncated >= 2
+    for p in pairs:
+        r = p.refine_prompt_ids
+        k = next(i for i in range(len(r)) if r[i:i + len(p_ids)] == p_ids)
+        assert r[:k] + r[k + len(p_ids):] == p.prompt_ids
 
 
 def test_malformed_records_name_file_line_and_field(tmp_path, tok):
@@ -192,19 +211,22 @@ def test_malformed_records_name_file_line_and_field(tmp_path, tok):
     f.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n\n"
                  + json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
     recs = load_preference_data(str(f))
-    with pytest.raises(ValueError, match=r"d\.jsonl: line 3 \(id 1\): missing field 'rejected'"):
+    with pytest.raises(ValueError, match=r"d\.jsonl:3 \(id 1\): missing field 'rejected'"):
         tokenize_pairs(recs, tok, DataConfig(), source=str(f))
     f.write_text(json.dumps({"prompt": "a", "chosen": 3, "rejected": "c"}) + "\n")
-    with pytest.raises(ValueError, match=r"line 1 \(id 0\): field 'chosen'"):
+    with pytest.raises(ValueError, match=r":1 \(id 0\): field 'chosen'"):
         tokenize_pairs(load_preference_data(str(f)), tok, DataConfig(), source=str(f))
     f.write_text(json.dumps({"prompt": [{"role": "user"}], "chosen": "b", "rejected": "c"}) + "\n")
-    with pytest.raises(ValueError, match=r"line 1 \(id 0\): field 'prompt': message 0"):
+    with pytest.raises(ValueError, match=r":1 \(id 0\): field 'prompt': message 0"):
         tokenize_pairs(load_preference_data(str(f)), tok, DataConfig(), source=str(f))
     f.write_text('{"prompt": "a"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"d\.jsonl: line 2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"d\.jsonl:2: invalid JSON"):
         load_preference_data(str(f))
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+    with pytest.raises(ValueError, match="missing.jsonl: preference data file not found"):
         load_preference_data(str(tmp_path / "missing.jsonl"))
+    f.write_text(json.dumps({"prompt": [{"role": "usr", "content": "a"}], "chosen": "b", "rejected": "c"}) + "\n")
+    with pytest.raises(ValueError, match=r":1 \(id 0\): field 'prompt': message 0: role 'usr' is not one of"):
+        tokenize_pairs(load_preference_data(str(f)), tok, DataConfig(), source=str(f))
 
 
 def test_load_json_and_parquet_with_ids(tmp_path):
@@ -223,7 +245,7 @@ def test_load_json_and_parquet_with_ids(tmp_path):
 def test_collate_pads_to_batch_max_only(tok):
     recs = [{"prompt": "Hi", "chosen": " yes", "rejected": " no no no"},
             {"prompt": "Hello there you", "chosen": " ok", "rejected": " n"}]
-    pairs, _ = tokenize_pairs(recs, tok, DataConfig(refine=True))
+    pairs, _ = tokenize_pairs(recs, tok, DataConfig())
     b = collate(pairs, pad_id=tok.pad_token_id, refine=True)
     lens = [len(p.prompt_ids) + len(c) for c, p in
             [(pairs[0].chosen_ids, pairs[0]), (pairs[1].chosen_ids, pairs[1]),
@@ -241,6 +263,4 @@ def test_collate_pads_to_batch_max_only(tok):
         assert b["refine_loss_mask"][row].sum().item() == len(c)
     assert b["refine_input_ids"].shape[1] == max(len(p.refine_prompt_ids) + max(len(p.chosen_ids),
                                                                                  len(p.rejected_ids)) for p in pairs)
-    with pytest.raises(ValueError, match="refine=True"):
-        collate(tokenize_pairs(recs, tok, DataConfig())[0], 0, refine=True)
     assert b["loss_mask"].dtype == torch.bool

@@ -17,7 +17,6 @@ WORKER = textwrap.dedent('''
     import sys, torch
     import trainer.train as tm
     from trainer.config import TrainConfig
-    from trainer.data import DataConfig
 
     model, data, out, cache = sys.argv[1:5]
     real = tm.save_checkpoint
@@ -32,7 +31,7 @@ WORKER = textwrap.dedent('''
     tm.train(TrainConfig(objective="sr-dpo", model=model, data=data, output=out, batch_size=4,
                          learning_rate=1e-3, warmup_steps=0, max_steps=3, ref_cache_dir=cache,
                          progress=False, device="cpu",
-                         data_cfg=DataConfig(max_length=128, max_prompt_length=64)))
+                         max_length=128, max_prompt_length=64))
 ''')
 
 
@@ -66,12 +65,11 @@ def test_two_process_ddp_ranks_identical(tiny_model_dir, tmp_path):
     import trainer.train as tm
     from safetensors.torch import load_file
     from trainer.config import TrainConfig
-    from trainer.data import DataConfig
 
     one = load_file(str(tm.train(TrainConfig(
         objective="sr-dpo", model=str(tiny_model_dir), data=str(data), output=str(tmp_path / "one"), batch_size=4,
         learning_rate=1e-3, warmup_steps=0, max_steps=3, ref_cache_dir=str(cache), progress=False, device="cpu",
-        data_cfg=DataConfig(max_length=128, max_prompt_length=64))) / "model.safetensors"))
+        max_length=128, max_prompt_length=64)) / "model.safetensors"))
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"
     for k in one:  # the same global batches in one process: the same update, up to summation order

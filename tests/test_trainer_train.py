@@ -10,6 +10,7 @@ import torch
 
 import trainer.train as train_mod
 from trainer.config import TrainConfig, build_config
+from contracts.errors import UserError
 from trainer.data import DataConfig
 
 WORDS = ["sea", "sky", "fox", "dog", "poem", "plant", "Paris", "France"]
@@ -30,7 +31,7 @@ def cfg_for(model_dir, toy, out, **kw) -> TrainConfig:
     base = dict(objective="dpo", model=str(model_dir), data=str(toy / "toy.jsonl"), output=str(out),
                 batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0, max_steps=3,
                 ref_cache_dir=str(toy / "ref_cache"), progress=False, device="cpu",
-                data_cfg=DataConfig(max_length=128, max_prompt_length=64))
+                max_length=128, max_prompt_length=64)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -112,7 +113,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_model_dir, toy, tmp_p
     monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
     out = tmp_path / "killed"
     assert not (out / "final").exists() and (out / "checkpoint-2" / "trainer_state" / "state.json").is_file()
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(UserError, match="--resume"):
         train_mod.train(cfg_for(tiny_model_dir, toy, out, **kw))
     resumed = train_mod.train(cfg_for(tiny_model_dir, toy, out, resume=True, **kw))
     wf, wr = weights(full), weights(resumed)
@@ -176,16 +177,21 @@ def test_reference_cache_reused_without_loading_the_reference(tiny_model_dir, to
 
 def test_config_precedence_and_errors(tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text("preset: paper\nbeta: 0.3\nmax_length: 256\nlam: 0.1\n")
-    cfg = build_config({"lam": 1.0, "model": "m", "data": "d", "output": "o", "beta": None},
-                       config_file=str(y))
-    assert (cfg.beta, cfg.lam, cfg.learning_rate, cfg.optimizer) == (0.3, 1.0, 5e-7, "rmsprop")
-    assert (cfg.data_cfg.max_length, cfg.data_cfg.max_prompt_length, cfg.warmup_steps) == (256, 256, 150)
-    y.write_text("betta: 0.3\n")
-    with pytest.raises(ValueError, match=r"c\.yaml: unknown option 'betta'"):
+    y.write_text("beta: 0.3\nmax_length: 384\nlam: 0.1\nlearning_rate: 1e-6\n")
+    cfg = build_config({"lam": 1.0, "model": "m", "data": "d", "output": "o"}, config_file=str(y))
+    # defaults (the paper's) < file < flags; YAML 1.1's string "1e-6" is read as the number
+    assert (cfg.beta, cfg.lam, cfg.learning_rate, cfg.optimizer) == (0.3, 1.0, 1e-6, "rmsprop")
+    assert (cfg.max_length, cfg.max_prompt_length, cfg.warmup_steps) == (384, 256, 150)
+    y.write_text("beta: 0.1\nbetta: 0.3\n")
+    with pytest.raises(ValueError, match=r"c\.yaml:2: betta: unknown setting"):
         build_config({}, config_file=str(y))
-    with pytest.raises(ValueError, match="objective"):
+    with pytest.raises(ValueError, match="--objective: 'ppo' is not one of"):
         build_config({"objective": "ppo", "model": "m", "data": "d", "output": "o"})
+    with pytest.raises(ValueError, match="--model: required"):
+        build_config({"data": "d", "output": "o"})
+    y.write_text("max_length: 64\nmax_prompt_length: 64\n")
+    with pytest.raises(ValueError, match="max_prompt_length .* must be smaller than max_length"):
+        build_config({"model": "m", "data": "d", "output": "o"}, config_file=str(y))
 
 
 def test_cli_train(tiny_model_dir, toy, tmp_path):

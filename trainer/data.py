@@ -25,8 +25,11 @@ if TYPE_CHECKING:  # torch is imported where tensors are built: `srdpo-eval --he
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from contracts.errors import UserError
+from contracts.settings import ConfigError, option
 
 
 log = logging.getLogger(__name__)
@@ -38,21 +41,32 @@ QUALITY_PROMPT = (
     "is the maximum and 1 is the minimum. Query:"
 )
 HH_ASSISTANT = "\n\nAssistant:"
+ROLES = ("system", "user", "assistant")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
 class DataConfig:
-    """How records become token sequences. Part of the reference-cache key."""
+    """How records become token sequences (docs/method.md#truncation). Part of the reference-cache key."""
 
-    max_length: int = 512  # prompt + completion tokens
-    max_prompt_length: int = 256  # prompt tokens kept when prompt + completion is too long
-    quality_prompt: str = QUALITY_PROMPT
-    # "user": p + " " + x inside the first user turn, before the chat template (plain text: p + " " +
-    # the whole prompt string). "raw": p + " " before the already-rendered prompt text.
-    prompt_placement: str = "user"
-    chat_template: bool | None = None  # None: for message-list data, never for plain strings
-    refine: bool = False  # also build the p ⊕ x prompts (Sr objectives, Δπ analysis)
+    max_length: int = option(512, ge=2, help="prompt + completion tokens (a p ⊕ x sequence may add |p|)")
+    max_prompt_length: int = option(256, ge=1, help="prompt tokens kept (its end) when prompt + completion is "
+                                                    "too long; completions are then cut to max_length minus this")
+    quality_prompt: str = option(QUALITY_PROMPT, metavar="TEXT", help="the quality prompt p (default: the paper's)")
+    prompt_placement: str = option("user", choices=("user", "raw"),
+                                   help="where p goes: at the start of the first user turn, or before the "
+                                        "whole rendered prompt")
+    chat_template: bool | None = option(None, help="render with the tokenizer's chat template "
+                                                   "(default: for message-list data only)")
+
+    def check(self) -> None:
+        if self.max_prompt_length >= self.max_length:
+            raise ConfigError(f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length "
+                              f"({self.max_length})")
+
+    def data_config(self) -> "DataConfig":
+        """The data options alone (a TrainConfig is a DataConfig with the training options)."""
+        return DataConfig(**{f.name: getattr(self, f.name) for f in fields(DataConfig)})
 
 
 @dataclass
@@ -61,16 +75,14 @@ class TokenizedPair:
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
-    refine_prompt_ids: list[int] | None = None  # p ⊕ x prompt; completions are chosen_ids/rejected_ids
+    refine_prompt_ids: list[int] | None = None  # p ⊕ x: prompt_ids with the tokens of "p " inserted
     prompt_truncated: bool = False
     completion_truncated: bool = False
-    refine_truncated: bool = False  # tokens of x dropped from the p ⊕ x prompt
 
     @property
     def length(self) -> int:
         """Longest sequence of the pair (for length grouping)."""
-        prompt = max(len(self.prompt_ids), len(self.refine_prompt_ids or []))
-        return prompt + max(len(self.chosen_ids), len(self.rejected_ids))
+        return len(self.refine_prompt_ids or self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
 
 @dataclass
@@ -79,14 +91,12 @@ class TruncationReport:
     kept: int = 0
     prompt_truncated: int = 0
     completion_truncated: int = 0
-    refine_truncated: int = 0
     dropped: list[tuple[str | int, str]] = field(default_factory=list)  # (id, reason)
 
     def summary(self) -> str:
         return (
             f"{self.records} records: {self.kept} pairs kept, {len(self.dropped)} dropped; "
-            f"prompt truncated {self.prompt_truncated}, completion truncated {self.completion_truncated}, "
-            f"x cut in p⊕x {self.refine_truncated}"
+            f"prompt truncated {self.prompt_truncated}, completions truncated {self.completion_truncated}"
         )
 
 
@@ -102,17 +112,27 @@ def load_preference_data(source: str, *, split: str = "train") -> list[dict]:
     path = Path(source)
     if path.suffix.lower() in FILE_SUFFIXES or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"preference data file not found: {path}")
+            raise UserError(f"{path}: preference data file not found; give a JSONL/JSON/parquet file")
         records = _read_file(path)
     else:
-        import datasets
-
-        records = [dict(r) for r in datasets.load_dataset(source, split=split)]
+        records = _load_hub_dataset(source, split)
     for i, rec in enumerate(records):
         rid = rec.get("id")
         if rid is None or (isinstance(rid, float) and rid != rid):  # absent, or NaN from a parquet column
             rec["id"] = i
     return records
+
+
+def _load_hub_dataset(name: str, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        return [dict(r) for r in datasets.load_dataset(name, split=split)]
+    except Exception as e:  # noqa: BLE001 — datasets raises many types for "not there"
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{name}: no such file, and loading it as a Hugging Face dataset (split {split!r}) "
+                        f"failed ({type(e).__name__}: {first}); give a local JSONL/JSON/parquet file, or run "
+                        "online") from None
 
 
 def _read_file(path: Path) -> list[dict]:
@@ -125,16 +145,16 @@ def _read_file(path: Path) -> list[dict]:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if isinstance(data, dict) and "data" in data:
             data = data["data"]
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of records (or {{'data': [...]}})")
+            raise UserError(f"{path}: expected a list of records (or {{'data': [...]}})")
         for i, rec in enumerate(data):
             if not isinstance(rec, dict):
-                raise ValueError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
+                raise UserError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
         return data
-    from srdpo_eval.jsonl import read_jsonl_lines
+    from contracts.jsonl import read_jsonl_lines
 
     return [{**rec, "_line": lineno} for lineno, rec in read_jsonl_lines(path)]
 
@@ -148,12 +168,15 @@ def _is_messages(value) -> bool:
 
 def _check_messages(msgs, where: str, name: str) -> None:
     if not msgs:
-        raise ValueError(f"{where}: field {name!r}: empty message list")
+        raise UserError(f"{where}: field {name!r}: empty message list")
     for j, m in enumerate(msgs):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(f"{where}: field {name!r}: message {j} needs 'role' and 'content'")
+            raise UserError(f"{where}: field {name!r}: message {j} needs 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise UserError(f"{where}: field {name!r}: message {j}: role {m['role']!r} is not one of "
+                            f"{', '.join(ROLES)}")
         if not isinstance(m["content"], str):
-            raise ValueError(f"{where}: field {name!r}: message {j}: 'content' must be a string")
+            raise UserError(f"{where}: field {name!r}: message {j}: 'content' must be a string")
 
 
 def _common_messages(a: list, b: list) -> int:
@@ -180,7 +203,7 @@ def normalize_record(rec: dict, where: str) -> tuple[str, object, object, object
     """Return ``(kind, prompt, chosen, rejected)``; kind "text" (strings) or "chat" (message lists)."""
     for name in ("chosen", "rejected"):
         if name not in rec or rec[name] is None:
-            raise ValueError(f"{where}: missing field {name!r}")
+            raise UserError(f"{where}: missing field {name!r}")
     chosen, rejected, prompt = rec["chosen"], rec["rejected"], rec.get("prompt")
     if hasattr(chosen, "tolist"):  # parquet gives numpy arrays of dicts
         chosen, rejected = list(chosen), list(rejected)
@@ -188,20 +211,20 @@ def normalize_record(rec: dict, where: str) -> tuple[str, object, object, object
         prompt = list(prompt)
     for name, v in (("chosen", chosen), ("rejected", rejected)):
         if not (isinstance(v, str) or _is_messages(v)):
-            raise ValueError(f"{where}: field {name!r}: expected a string or a list of messages")
+            raise UserError(f"{where}: field {name!r}: expected a string or a list of messages")
     if isinstance(chosen, str) != isinstance(rejected, str):
-        raise ValueError(f"{where}: field 'rejected': must have the same type as 'chosen'")
+        raise UserError(f"{where}: field 'rejected': must have the same type as 'chosen'")
     if prompt is None:  # implicit prompt
         if isinstance(chosen, str):
             p, c, r = _split_implicit_text(chosen, rejected)
             if not p:
-                raise ValueError(f"{where}: field 'prompt': missing and chosen/rejected share no prefix")
+                raise UserError(f"{where}: field 'prompt': missing and chosen/rejected share no prefix")
             return "text", p, c, r
         _check_messages(chosen, where, "chosen")
         _check_messages(rejected, where, "rejected")
         n = _common_messages(chosen, rejected)
         if n == 0:
-            raise ValueError(f"{where}: field 'prompt': missing and chosen/rejected share no message")
+            raise UserError(f"{where}: field 'prompt': missing and chosen/rejected share no message")
         return "chat", chosen[:n], chosen[n:], rejected[n:]
     if isinstance(prompt, str) and isinstance(chosen, str):
         return "text", prompt, chosen, rejected
@@ -212,7 +235,7 @@ def normalize_record(rec: dict, where: str) -> tuple[str, object, object, object
         head = chosen[:n] if n else [{"role": "user", "content": prompt}]
         return "chat", head, chosen[n:], rejected[n:]
     if not _is_messages(prompt):
-        raise ValueError(f"{where}: field 'prompt': expected a string or a list of messages")
+        raise UserError(f"{where}: field 'prompt': expected a string or a list of messages")
     _check_messages(prompt, where, "prompt")
     wrap = lambda v: [{"role": "assistant", "content": v}] if isinstance(v, str) else v
     chosen, rejected = wrap(chosen), wrap(rejected)
@@ -230,44 +253,42 @@ def _is_empty(completion) -> bool:
     return not completion or all(not m["content"].strip() for m in completion)
 
 
-def _with_quality_prompt(messages: list[dict], p: str, where: str) -> list[dict]:
-    out = [dict(m) for m in messages]
-    for m in out:
-        if m["role"] == "user":
-            m["content"] = p + " " + m["content"]
-            return out
-    raise ValueError(f"{where}: field 'prompt': no user turn to place the quality prompt in")
+_MARK = "\u2063SRDPO\u2063"  # an invisible marker: finds where the first user content starts
 
 
 def _render(tokenizer, messages, *, generation: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
 
-def _encode(tokenizer, text: str, *, special: bool) -> list[int]:
-    return tokenizer(text, add_special_tokens=special)["input_ids"]
-
-
-def _protected_prefix(tokenizer, text: str, end: int, *, special: bool) -> tuple[list[int], int]:
-    """Token ids of ``text`` and how many leading tokens lie within ``text[:end]`` (header + p)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("the p ⊕ x truncation rule needs a fast tokenizer (offset mapping)")
-    enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    k = 0
-    while k < len(ids) and offsets[k][1] <= end:
-        k += 1
-    return ids, k
+def _user_content_offset(tokenizer, prompt: list[dict], prompt_text: str, where: str) -> int:
+    """Character offset in the rendered prompt where the first user turn's content starts."""
+    users = [i for i, m in enumerate(prompt) if m["role"] == "user"]
+    if not users:
+        raise UserError(f"{where}: field 'prompt': no user turn to place the quality prompt in "
+                        "(roles must be 'user'/'assistant'/'system')")
+    i = users[0]
+    marked = [dict(m) for m in prompt]
+    marked[i]["content"] = _MARK + marked[i]["content"]
+    text = _render(tokenizer, marked, generation=True)
+    k = text.find(_MARK)
+    if k >= 0 and text[:k] + text[k + len(_MARK):] == prompt_text:
+        return k
+    k = prompt_text.find(prompt[i]["content"])  # a template that transforms the marked text
+    if k < 0:
+        raise UserError(f"{where}: field 'prompt': the chat template changes the user turn's text, so the "
+                        "quality prompt cannot be placed in it; use prompt_placement: raw")
+    return k
 
 
 def _texts(kind, prompt, chosen, rejected, tokenizer, cfg: DataConfig, where: str):
-    """Rendered prompt, completions, p⊕x prompt text and where p ends in it; ``special``: add BOS etc."""
-    p = cfg.quality_prompt
+    """Rendered prompt, completions, the character offset where p goes, and ``special`` (add BOS etc.)."""
     use_template = cfg.chat_template if cfg.chat_template is not None else kind == "chat"
     if kind == "chat" and not use_template:
-        raise ValueError(f"{where}: message-list data needs a chat template (chat_template is False)")
+        raise UserError(f"{where}: message-list data needs a chat template (chat_template is false)")
     if use_template:
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"{where}: the tokenizer has no chat template to render messages with")
+            raise UserError(f"{where}: the tokenizer has no chat template to render messages with; give "
+                            "plain-text data or a model whose tokenizer has one")
         if kind == "text":  # plain strings forced through the template
             prompt = [{"role": "user", "content": prompt}]
             chosen = [{"role": "assistant", "content": chosen}]
@@ -277,57 +298,66 @@ def _texts(kind, prompt, chosen, rejected, tokenizer, cfg: DataConfig, where: st
         for name, msgs in (("chosen", chosen), ("rejected", rejected)):
             full = _render(tokenizer, prompt + msgs, generation=False)
             if not full.startswith(prompt_text):
-                raise ValueError(
+                raise UserError(
                     f"{where}: field {name!r}: the rendered conversation does not start with the rendered "
                     "prompt (the chat template is not prefix-consistent)"
                 )
             comps.append(full[len(prompt_text):])
-        refine_text = p_end = None
-        if cfg.refine:
-            if cfg.prompt_placement == "user":
-                refine_text = _render(tokenizer, _with_quality_prompt(prompt, p, where), generation=True)
-                p_end = refine_text.find(p) + len(p)
-            else:
-                refine_text, p_end = p + " " + prompt_text, len(p)
-        return prompt_text, comps[0], comps[1], refine_text, p_end, False
+        if cfg.prompt_placement == "user":
+            p_at = _user_content_offset(tokenizer, prompt, prompt_text, where)
+        else:  # before the whole rendered prompt, after a BOS the template writes itself
+            bos = tokenizer.bos_token or ""
+            p_at = len(bos) if bos and prompt_text.startswith(bos) else 0
+        return prompt_text, comps[0], comps[1], p_at, False
     eos = tokenizer.eos_token or ""
     comps = [c if c.endswith(eos) else c + eos for c in (chosen, rejected)]
-    refine_text = p + " " + prompt if cfg.refine else None
-    return prompt, comps[0], comps[1], refine_text, len(p), True
+    return prompt, comps[0], comps[1], 0, True
+
+
+def _encode(tokenizer, text: str, *, special: bool) -> list[int]:
+    return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+def _encode_prompt(tokenizer, text: str, p_at: int, *, special: bool) -> tuple[list[int], int]:
+    """Token ids of the prompt and the index of the first token not wholly before character ``p_at``
+    (where the tokens of p go; added special tokens such as BOS stay before it)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("placing the quality prompt needs a fast tokenizer (offset mapping); this model's is slow")
+    enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    k = 0
+    while k < len(ids) and offsets[k][1] <= p_at:
+        k += 1
+    return ids, k
 
 
 def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>"):
-    """Tokenize preference records; return ``(pairs, TruncationReport)``.
+    """Tokenize preference records; return ``(pairs, TruncationReport)`` (docs/method.md#truncation).
 
-    Truncation rule (that of the DPO reference code), with L = max_length, P = max_prompt_length:
-      1. if len(prompt) + len(longer completion) > L, keep the END of the prompt, its last P tokens;
-      2. if still too long, cut both completions to L − len(prompt) tokens (keeping their start).
-      A pair whose completion has 0 tokens (empty, or nothing left) is dropped and reported.
-    The p ⊕ x sequences score exactly the same (truncated) completion tokens as the x sequences, so
-    m(x) and m(p ⊕ x) compare like with like. Their prompt keeps the template header and all of p; if
-    it would exceed L − len(longer completion), tokens are dropped from the START of x (right after p),
-    keeping the end of x and the generation prompt. If the header and p alone do not fit, the pair is
-    dropped and reported. Every case is counted in the report and logged.
+    With L = max_length and P = max_prompt_length, as the DPO reference code (keep the end):
+      1. if len(x) + len(longer completion) > L, keep the last P tokens of x;
+      2. if still longer than L, cut both completions to their first L − P tokens;
+      3. a pair with an empty completion or prompt is dropped and reported.
+    The p ⊕ x prompt is the truncated x with the tokens of "p " inserted where the first user content
+    starts (or at the start of the kept tokens, when truncation cut that away): every x and y token of
+    the plain sequence appears unchanged in the p ⊕ x one, which may be up to |p| tokens longer than L.
+    No pair is dropped or cut because of p, so every objective trains on the same pairs.
     Errors in records name ``source``, the record (JSONL line or index) and id, and the field.
     """
-    if cfg.prompt_placement not in ("user", "raw"):
-        raise ValueError(f"prompt_placement must be 'user' or 'raw', got {cfg.prompt_placement!r}")
-    if cfg.max_prompt_length >= cfg.max_length:
-        raise ValueError("max_prompt_length must be smaller than max_length")
+    cfg.check()
     L, P = cfg.max_length, cfg.max_prompt_length
+    p_ids = _encode(tokenizer, cfg.quality_prompt + " ", special=False)
     report, pairs = TruncationReport(records=len(records)), []
     eos_id = tokenizer.eos_token_id
     for i, rec in enumerate(records):
         rid = rec.get("id", i)
-        where = f"{source}: " + (f"line {rec['_line']}" if "_line" in rec else f"record {i}") + f" (id {rid})"
+        where = f"{source}:" + (f"{rec['_line']}" if "_line" in rec else f" record {i}") + f" (id {rid})"
         kind, prompt, chosen, rejected = normalize_record(rec, where)
         if _is_empty(chosen) or _is_empty(rejected):
             report.dropped.append((rid, "empty completion"))
             continue
-        prompt_text, c_text, r_text, refine_text, p_end, special = _texts(
-            kind, prompt, chosen, rejected, tokenizer, cfg, where
-        )
-        prompt_ids = _encode(tokenizer, prompt_text, special=special)
+        prompt_text, c_text, r_text, p_at, special = _texts(kind, prompt, chosen, rejected, tokenizer, cfg, where)
+        prompt_ids, p_tok = _encode_prompt(tokenizer, prompt_text, p_at, special=special)
         c_ids = _encode(tokenizer, c_text, special=False)
         r_ids = _encode(tokenizer, r_text, special=False)
         if special and eos_id is not None:  # EOS as a token, even if its text did not tokenize to it
@@ -340,30 +370,17 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
             report.dropped.append((rid, "completion has 0 tokens"))
             continue
         pt = ct = False
-        longer = max(len(c_ids), len(r_ids))
-        if len(prompt_ids) + longer > L:
-            pt = len(prompt_ids) > P
-            prompt_ids = prompt_ids[-P:]
-        if len(prompt_ids) + longer > L:
-            keep = L - len(prompt_ids)
-            c_ids, r_ids, ct = c_ids[:keep], r_ids[:keep], True
-        if not c_ids or not r_ids:
-            report.dropped.append((rid, "completion truncated to 0 tokens"))
-            continue
-        refine_ids, rt = None, False
-        if cfg.refine:
-            ids, k = _protected_prefix(tokenizer, refine_text, p_end, special=special)
-            budget = L - max(len(c_ids), len(r_ids))
-            if k >= budget:
-                report.dropped.append((rid, f"header + quality prompt ({k} tokens) do not fit in {budget}"))
-                continue
-            if len(ids) > budget:
-                ids, rt = ids[:k] + ids[k + len(ids) - budget:], True
-            refine_ids = ids
-        pairs.append(TokenizedPair(rid, prompt_ids, c_ids, r_ids, refine_ids, pt, ct, rt))
+        if len(prompt_ids) + max(len(c_ids), len(r_ids)) > L:
+            if len(prompt_ids) > P:
+                pt, p_tok = True, max(0, p_tok - (len(prompt_ids) - P))
+                prompt_ids = prompt_ids[-P:]
+            if len(prompt_ids) + max(len(c_ids), len(r_ids)) > L:
+                ct = max(len(c_ids), len(r_ids)) > L - P
+                c_ids, r_ids = c_ids[:L - P], r_ids[:L - P]
+        refine_ids = prompt_ids[:p_tok] + p_ids + prompt_ids[p_tok:]
+        pairs.append(TokenizedPair(rid, prompt_ids, c_ids, r_ids, refine_ids, pt, ct))
         report.prompt_truncated += pt
         report.completion_truncated += ct
-        report.refine_truncated += rt
     report.kept = len(pairs)
     log.info("%s: %s", source, report.summary())
     for rid, reason in report.dropped:
@@ -398,9 +415,6 @@ def collate(pairs: list[TokenizedPair], pad_id: int, *, refine: bool) -> dict[st
     comps = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     out = _pad_rows([p.prompt_ids for p in pairs] * 2, comps, pad_id)
     if refine:
-        missing = [p.id for p in pairs if p.refine_prompt_ids is None]
-        if missing:
-            raise ValueError(f"pair id {missing[0]} has no p ⊕ x prompt: tokenize with DataConfig(refine=True)")
         ref = _pad_rows([p.refine_prompt_ids for p in pairs] * 2, comps, pad_id)
         out.update({f"refine_{k}": v for k, v in ref.items()})
     return out

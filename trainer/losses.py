@@ -1,4 +1,4 @@
-"""The four preference objectives of the paper (../shared/docs/paper.md), as pure functions.
+"""The four preference objectives of the paper (docs/method.md#objectives), as pure functions.
 
 Every function takes per-sequence log-probabilities — shape ``[B]``, already reduced over the
 completion tokens (sums by default, the paper; per-token means are the caller's option, TRL's IPO) —
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-OBJECTIVES = ("dpo", "ipo", "sr-dpo", "sr-ipo")
+from contracts import objectives
 
 
 def margin(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor) -> Tensor:
@@ -52,6 +52,16 @@ def sr_ipo_loss(m: Tensor, delta: Tensor, beta: float, lam: float) -> Tensor:
     return (m - lam * delta.detach() - 1.0 / (2.0 * beta)) ** 2
 
 
+# The implementation of each preference objective of contracts.objectives: (m, Δπ, β, λ) → losses.
+LOSSES = {
+    "dpo": lambda m, delta, beta, lam: dpo_loss(m, beta),
+    "ipo": lambda m, delta, beta, lam: ipo_loss(m, beta),
+    "sr-dpo": sr_dpo_loss,
+    "sr-ipo": sr_ipo_loss,
+}
+assert set(LOSSES) == set(objectives.PREFERENCE), "every preference objective needs its loss here"
+
+
 @dataclass
 class PreferenceLoss:
     """Per-example outputs of :func:`preference_loss`; everything but ``losses`` is detached."""
@@ -77,9 +87,9 @@ def preference_loss(
     rc_p: Tensor | None = None,
     rr_p: Tensor | None = None,
 ) -> PreferenceLoss:
-    """Dispatch on ``objective`` (one of :data:`OBJECTIVES`); Sr objectives need the ``*_p`` inputs."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    """Dispatch on ``objective`` (a name of :data:`LOSSES`); Sr objectives need the ``*_p`` inputs."""
+    if objective not in LOSSES:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(LOSSES)}")
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
     # Sequence log-probs are sums of hundreds of terms: in bf16 they lose whole nats, so the
@@ -88,18 +98,11 @@ def preference_loss(
     pc, pr, rc, rr, pc_p, pr_p, rc_p, rr_p = map(up, (pc, pr, rc, rr, pc_p, pr_p, rc_p, rr_p))
     m = margin(pc, pr, rc, rr)
     delta = None
-    if objective.startswith("sr-"):
+    if objectives.needs_refine(objective):
         if any(t is None for t in (pc_p, pr_p, rc_p, rr_p)):
             raise ValueError(f"{objective} needs the log-probs on p ⊕ x (pc_p, pr_p, rc_p, rr_p)")
         delta = refinement(pc_p, pr_p, rc_p, rr_p, beta)
-    if objective == "dpo":
-        losses = dpo_loss(m, beta)
-    elif objective == "ipo":
-        losses = ipo_loss(m, beta)
-    elif objective == "sr-dpo":
-        losses = sr_dpo_loss(m, delta, beta, lam)
-    else:
-        losses = sr_ipo_loss(m, delta, beta, lam)
+    losses = LOSSES[objective](m, delta, beta, lam)
     return PreferenceLoss(
         losses=losses,
         chosen_rewards=(beta * (pc - rc)).detach(),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from contracts.errors import UserError
 
 
 def default_device() -> torch.device:
@@ -23,18 +26,69 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str | 
     names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
              "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(names)}")
+        raise UserError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(names)}")
     return names[dtype]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a model is run: device, weight dtype and autocast dtype (None: no autocast)."""
+
+    device: torch.device
+    weights: torch.dtype
+    autocast: torch.dtype | None
+
+    @property
+    def key(self) -> str:
+        """What the numbers depend on (part of the reference-cache key)."""
+        return f"{str(self.weights).removeprefix('torch.')}/{str(self.autocast).removeprefix('torch.')}"
+
+
+def resolve_precision(device: str | None = "auto", dtype: str = "auto", mixed_precision: str = "auto") -> Precision:
+    """The one rule every stage uses to run a model as the trainer does (docs/method.md#defaults).
+
+    ``dtype`` "auto": fp32 (master) weights; ``mixed_precision`` "auto": bf16 autocast on a GPU that has
+    bf16, none elsewhere (this project's CPUs have no usable bf16). ``device`` "auto"/None: CUDA if
+    available.
+    """
+    if device in (None, "auto"):
+        dev = default_device()
+    else:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("device cuda: CUDA is not available on this machine; use device auto or cpu")
+    if dev.type == "cuda" and dev.index is None and torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    cuda_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    mp = ("bf16" if cuda_bf16 else "no") if mixed_precision == "auto" else mixed_precision
+    weights = torch.float32 if dtype == "auto" else resolve_dtype(dtype, dev)
+    return Precision(dev, weights, torch.bfloat16 if mp == "bf16" else None)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     """Tokenizer with a pad token (falls back to EOS, as TRL does)."""
     from transformers import AutoTokenizer
 
+    check_model_path(path)
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_model_path(path: str | Path) -> Path:
+    """A local Hugging Face checkpoint directory, or a user error naming the path (never a hub lookup of a
+    mistyped local path: only names of the form ORG/NAME that are not local paths go to the hub)."""
+    p = Path(str(path))
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UserError(f"{p}: not a Hugging Face model checkpoint (no config.json in it)")
+        return p
+    if p.exists() or str(path).count("/") != 1 or str(path).startswith((".", "/", "~")):
+        raise UserError(f"{path}: model not found; give a local Hugging Face checkpoint directory "
+                        "(or, online, a hub name ORG/NAME)")
+    return p
 
 
 def load_causal_lm(
@@ -52,9 +106,7 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
-    p = Path(str(path))
-    if p.exists() and not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p} is not a Hugging Face model checkpoint (no config.json in it)")
+    check_model_path(path)
     dev = torch.device(device) if device is not None else default_device()
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code

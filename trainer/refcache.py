@@ -1,8 +1,9 @@
 """Reference log-probs on x and p ⊕ x, computed once and cached on disk by content.
 
 Key = sha256 of (reference checkpoint content hash, tokenized data hash, DataConfig, reduce, precision).
-Every objective and every β/λ that shares those reuses the same file, and when the cache is used
-no reference model is held in memory while training. Files are safetensors (nothing is unpickled).
+Every objective and every β/λ that shares those reuses the same file (an entry holding the p ⊕ x terms
+serves the objectives without them too), and when the cache is used no reference model is held in
+memory while training. Files are safetensors (nothing is unpickled). docs/method.md#the-refinement-function-δπ
 """
 
 from __future__ import annotations
@@ -16,30 +17,14 @@ from pathlib import Path
 
 import torch
 
+from contracts.hashing import checkpoint_hash
 from trainer.data import DataConfig, TokenizedPair
+from trainer.modeling import Precision
 from trainer.scoring import PairLogps, pair_logps
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _FIELDS = ("chosen", "rejected", "refine_chosen", "refine_rejected", "n_chosen", "n_rejected")
-
-
-def checkpoint_hash(path: str | Path) -> str:
-    """sha256 over a checkpoint's weight and config files (names and bytes), in sorted order."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"reference model {path} is not a local checkpoint directory")
-    files = sorted(p for p in path.iterdir() if p.is_file() and (
-        p.suffix in (".safetensors", ".bin") or p.name in ("config.json", "model.safetensors.index.json")))
-    if not files:
-        raise FileNotFoundError(f"{path}: no model weights found")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def pairs_hash(pairs: list[TokenizedPair]) -> str:
@@ -51,7 +36,8 @@ def pairs_hash(pairs: list[TokenizedPair]) -> str:
 
 
 def cache_key(model_hash: str, data_hash: str, data_cfg: DataConfig, reduce: str, precision: str) -> str:
-    blob = json.dumps({"v": CACHE_VERSION, "model": model_hash, "data": data_hash, "cfg": asdict(data_cfg),
+    blob = json.dumps({"v": CACHE_VERSION, "model": model_hash, "data": data_hash,
+                       "cfg": asdict(data_cfg.data_config()),
                        "reduce": reduce, "precision": precision}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -72,40 +58,42 @@ def load_pair_logps(path: Path) -> PairLogps:
     return PairLogps(*(t.get(k) for k in _FIELDS))
 
 
+def cache_path(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: DataConfig, *, reduce: str,
+               precision: Precision, cache_dir: str | Path) -> Path:
+    key = cache_key(checkpoint_hash(ref_model), pairs_hash(pairs), data_cfg, reduce, precision.key)
+    return Path(cache_dir) / f"ref-{key[:32]}.safetensors"
+
+
 def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: DataConfig, *,
-                    reduce: str = "sum", cache_dir: str | Path | None, batch_size: int = 8,
-                    dtype: str | torch.dtype = "auto", autocast_dtype: torch.dtype | None = None,
-                    device=None, chunk_size: int = 1024, progress: bool = True,
-                    trust_remote_code: bool = False) -> tuple[PairLogps, Path | None]:
-    """Reference log-probs for ``pairs`` (on p ⊕ x too when ``data_cfg.refine``), from cache if there.
+                    precision: Precision, reduce: str = "sum", refine: bool = True,
+                    cache_dir: str | Path | None, batch_size: int = 8, chunk_size: int = 1024,
+                    progress: bool = True, trust_remote_code: bool = False) -> tuple[PairLogps, Path | None]:
+    """Reference log-probs for ``pairs`` (on p ⊕ x too when ``refine``), from cache if there.
 
     Returns ``(logps, cache_file)``; ``cache_dir=None`` disables caching. The model is loaded only on a
     miss and freed before returning.
     """
-    from trainer.modeling import load_causal_lm, resolve_dtype
+    from trainer.modeling import load_causal_lm
 
-    refine = data_cfg.refine
-    precision = f"{resolve_dtype(dtype, device)}/{autocast_dtype}"
     path = None
     if cache_dir is not None:
-        key = cache_key(checkpoint_hash(ref_model), pairs_hash(pairs), data_cfg, reduce, precision)
-        path = Path(cache_dir) / f"ref-{key[:32]}.safetensors"
+        path = cache_path(ref_model, pairs, data_cfg, reduce=reduce, precision=precision, cache_dir=cache_dir)
         if path.is_file():
             lp = load_pair_logps(path)
             if len(lp.chosen) == len(pairs) and (lp.refine_chosen is not None or not refine):
                 log.info("reference log-probs from cache %s", path)
                 return lp, path
-            log.warning("cache entry %s does not match the data; recomputing", path)
-    model, _ = load_causal_lm(ref_model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                              with_tokenizer=False)
+            log.info("cache entry %s lacks what this run needs; recomputing", path)
+    model, _ = load_causal_lm(ref_model, dtype=precision.weights, device=precision.device,
+                              trust_remote_code=trust_remote_code, with_tokenizer=False)
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     lp = pair_logps(model, pairs, pad_id=pad_id, batch_size=batch_size, reduce=reduce, refine=refine,
-                    progress=progress, chunk_size=chunk_size, autocast_dtype=autocast_dtype)
+                    progress=progress, chunk_size=chunk_size, autocast_dtype=precision.autocast)
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_pair_logps(path, lp, {"ref_model": str(ref_model), "reduce": reduce, "pairs": len(pairs),
-                                   "precision": precision})
+                                   "precision": precision.key})
     return lp, path

@@ -1,4 +1,4 @@
-"""The training loop for sft, DPO, IPO, Sr-DPO and Sr-IPO (spec: ../shared/docs/paper.md).
+"""The training loop for sft, DPO, IPO, Sr-DPO and Sr-IPO (docs/method.md).
 
 One step = ``batch_size`` preference pairs, split across processes and into micro-batches:
   * chosen and rejected go through the policy in one forward ([2B, T], CompletionLogps);
@@ -8,7 +8,7 @@ One step = ``batch_size`` preference pairs, split across processes and into micr
 Accelerate provides device placement, bf16 autocast, DDP/FSDP (``accelerate launch``); gradients of
 micro-batches accumulate under ``no_sync`` except the last.
 
-Output (see srdpo_eval/run_dir.py): config.yaml, log.jsonl (one line per step), run_info.json,
+Output (see contracts/run_dir.py): config.yaml, log.jsonl (one line per step), run_info.json,
 checkpoint-<step>/ and final/ (Hugging Face checkpoints with srdpo_info.json; checkpoints also hold
 trainer_state/ for exact resume).
 """
@@ -22,14 +22,19 @@ import math
 import random
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from contracts import objectives
+from contracts.errors import UserError
+from contracts.ids import CHECKPOINT_INFO, FINAL_DIR
+from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
 from trainer.config import TrainConfig, dump_yaml
-from trainer.data import TokenizedPair, collate, length_grouped_order, load_preference_data, tokenize_pairs
+from trainer.data import (TokenizedPair, TruncationReport, collate, length_grouped_order, load_preference_data,
+                          tokenize_pairs)
 from trainer.losses import PreferenceLoss, preference_loss
+from trainer.modeling import Precision, load_tokenizer, resolve_precision
 from trainer.scoring import PairLogps
 
 log = logging.getLogger(__name__)
@@ -128,7 +133,7 @@ def save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, path: Path, in
         model = acc.unwrap_model(policy).model
         model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _write_json(tmp / "srdpo_info.json", info)
+        _write_json(tmp / CHECKPOINT_INFO, info)
         if state is not None:
             (tmp / STATE_DIR).mkdir()
             torch.save({"optimizer": optim_sd, "scheduler": scheduler.state_dict(),
@@ -159,6 +164,38 @@ def load_full_optimizer_state(policy, optimizer, state: dict) -> None:
 # ---------------------------------------------------------------------------------------------- train
 
 
+def load_pairs(cfg: TrainConfig, tokenizer=None) -> tuple[list[TokenizedPair], TruncationReport]:
+    """The tokenized pairs a run of ``cfg`` trains on (the first ``max_pairs`` records)."""
+    tokenizer = tokenizer or load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    records = load_preference_data(cfg.data, split=cfg.split)
+    if cfg.max_pairs:
+        records = records[:cfg.max_pairs]
+    return tokenize_pairs(records, tokenizer, cfg, source=cfg.data)
+
+
+def ref_cache_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else Path(cfg.output).resolve().parent / ".ref_cache"
+
+
+def reference_pass(cfg: TrainConfig, *, refine: bool | None = None, pairs: list[TokenizedPair] | None = None,
+                   precision: Precision | None = None, progress: bool | None = None) -> tuple[PairLogps, Path]:
+    """The reference log-probs that a run of ``cfg`` trains against, from the cache or computed, exactly
+    as :func:`train` gets them; a pipeline calls it once before several runs share the cache entry.
+
+    ``refine``: also on p ⊕ x (default: if the objective needs Δπ).
+    """
+    from trainer.refcache import reference_logps
+
+    precision = precision or resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)
+    if pairs is None:
+        pairs, _ = load_pairs(cfg)
+    return reference_logps(
+        cfg.ref_model or cfg.model, pairs, cfg, precision=precision, reduce=cfg.reduce,
+        refine=objectives.needs_refine(cfg.objective) if refine is None else refine,
+        cache_dir=ref_cache_dir(cfg), batch_size=cfg.ref_batch_size, chunk_size=cfg.chunk_size,
+        progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train as configured; return the final checkpoint directory (``<output>/final``)."""
     from accelerate import Accelerator
@@ -167,57 +204,45 @@ def train(cfg: TrainConfig) -> Path:
     from transformers import AutoModelForCausalLM
 
     from trainer.logprobs import CompletionLogps, verify_against_full_logits, _body
-    from trainer.modeling import load_tokenizer, resolve_dtype
-    from trainer.refcache import pairs_hash, reference_logps
+    from trainer.refcache import pairs_hash
 
-    cfg.validate()
+    cfg.check()
     out = Path(cfg.output)
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    if cfg.device == "cuda" and not cuda:
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    prec = resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)
+    mp = "bf16" if prec.autocast == torch.bfloat16 else "no"
     if not torch.distributed.is_initialized():
         # Accelerate keeps process-wide state; several train() calls in one process (the reproduce
         # pipeline, tests) may use different precisions or devices.
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
-    acc = Accelerator(mixed_precision=mp, cpu=not cuda)
+    acc = Accelerator(mixed_precision=mp, cpu=prec.device.type == "cpu")
     world, rank = acc.num_processes, acc.process_index
-    weight_dtype = torch.float32 if cfg.dtype == "auto" else resolve_dtype(cfg.dtype, acc.device)
-    amp_dtype = torch.bfloat16 if mp == "bf16" else None
+    prec = Precision(acc.device, prec.weights, prec.autocast)
+    weight_dtype = prec.weights
 
     resume_from = latest_checkpoint(out) if cfg.resume else None
-    if not cfg.resume and out.exists() and any(out.glob("checkpoint-*")) | (out / "log.jsonl").exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose a new --output")
+    if not cfg.resume and out.exists() and any(out.glob("checkpoint-*")) | (out / TRAIN_LOG).exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose a new --output")
     set_seed(cfg.seed)
 
     # Data
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    sr = cfg.objective.startswith("sr-")
-    dcfg = replace(cfg.data_cfg, refine=cfg.data_cfg.refine or sr)
-    records = load_preference_data(cfg.data, split=cfg.split)
-    if cfg.max_pairs:
-        records = records[:cfg.max_pairs]
-    pairs, report = tokenize_pairs(records, tokenizer, dcfg, source=cfg.data)
+    sr = objectives.needs_refine(cfg.objective)
+    preference = objectives.get(cfg.objective).preference
+    pairs, report = load_pairs(cfg, tokenizer)
     if len(pairs) < world:
-        raise ValueError(f"{cfg.data}: only {len(pairs)} usable pairs ({report.summary()})")
+        raise UserError(f"{cfg.data}: only {len(pairs)} usable pairs for {world} processes ({report.summary()})")
     data_hash = pairs_hash(pairs)
 
     # Reference log-probs (cached): the main process computes, the others then read the cache.
     ref = None
     ref_model = cfg.ref_model or cfg.model
-    cache_dir = cfg.ref_cache_dir or str(out.resolve().parent / ".ref_cache")
     cache_file = None
-    if cfg.objective != "sft":
+    if preference:
         with acc.main_process_first():
-            ref, cache_file = reference_logps(
-                ref_model, pairs, dcfg, reduce=cfg.reduce, cache_dir=cache_dir, batch_size=cfg.ref_batch_size,
-                dtype=weight_dtype, autocast_dtype=amp_dtype, device=acc.device, chunk_size=cfg.chunk_size,
-                progress=cfg.progress and acc.is_main_process, trust_remote_code=cfg.trust_remote_code,
-            )
+            ref, cache_file = reference_pass(cfg, pairs=pairs, precision=prec,
+                                             progress=cfg.progress and acc.is_main_process)
 
     # Policy
     model = AutoModelForCausalLM.from_pretrained(
@@ -252,20 +277,19 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resuming from %s at step %d", resume_from, step)
 
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "log.jsonl"
+    log_path = out / TRAIN_LOG
     if acc.is_main_process:
-        dump_yaml(cfg, out / "config.yaml")
+        dump_yaml(cfg, out / TRAIN_CONFIG)
         if log_path.exists():  # drop lines a killed run wrote after its last checkpoint
             keep = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
             log_path.write_text("".join(l + "\n" for l in keep))
     run_info = {
         "objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if sr else None, "reduce": cfg.reduce,
-        "model": cfg.model, "ref_model": ref_model if cfg.objective != "sft" else None,
+        "model": cfg.model, "ref_model": ref_model if preference else None,
         "data": cfg.data, "data_hash": data_hash, "train_pairs": len(pairs), "dropped_pairs": len(report.dropped),
         "dropped": [[str(i), r] for i, r in report.dropped], "truncation": {
-            "prompt_truncated": report.prompt_truncated, "completion_truncated": report.completion_truncated,
-            "refine_truncated": report.refine_truncated},
-        "quality_prompt_placement": dcfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
+            "prompt_truncated": report.prompt_truncated, "completion_truncated": report.completion_truncated},
+        "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
         "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(acc.device),
         "num_processes": world, "dtype": str(weight_dtype).replace("torch.", ""), "mixed_precision": mp,
         "finished": False,
@@ -277,7 +301,7 @@ def train(cfg: TrainConfig) -> Path:
                 "ref_model": run_info["ref_model"], "data_hash": data_hash, "data": cfg.data}
 
     if acc.is_main_process:
-        _write_json(out / "run_info.json", run_info)
+        _write_json(out / RUN_INFO, run_info)
 
     device = acc.device
     micro = cfg.micro_batch_size or math.ceil(cfg.batch_size / world)
@@ -314,10 +338,10 @@ def train(cfg: TrainConfig) -> Path:
                 with sync:
                     with acc.autocast():
                         lp, _ = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-                                       reduce=cfg.reduce)
+                                       reduce=cfg.reduce if preference else "sum")
                     pc, pr = lp[:B], lp[B:]
-                    if cfg.objective == "sft":
-                        # token-mean NLL over the step's chosen completions (all processes together)
+                    if not preference:
+                        # sft: token-mean NLL over the step's chosen completions (all processes together)
                         loss = -pc.sum() / sft_tokens * world
                         _add(stats, {"logps/chosen": pc, "logps/rejected": pr})
                         loss_sum = loss_sum + loss.detach() / world
@@ -346,7 +370,7 @@ def train(cfg: TrainConfig) -> Path:
                        f"Last good checkpoint: {last_ckpt or 'none (no checkpoint saved yet)'}")
                 run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=False, error=msg)
                 if acc.is_main_process:
-                    _write_json(out / "run_info.json", run_info)
+                    _write_json(out / RUN_INFO, run_info)
                 raise TrainingDiverged(msg)
             grad_norm = acc.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
@@ -379,11 +403,11 @@ def train(cfg: TrainConfig) -> Path:
         bar.close()
         if fp is not None:
             fp.close()
-    final = out / "final"
+    final = out / FINAL_DIR
     save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, final, info(step), None)
     run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True)
     if acc.is_main_process:
-        _write_json(out / "run_info.json", run_info)
+        _write_json(out / RUN_INFO, run_info)
     acc.end_training()
     return final
 

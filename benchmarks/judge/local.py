@@ -20,6 +20,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.errors import UserError
+
 log = logging.getLogger(__name__)
 
 RATING_LABELS = tuple(str(k) for k in range(1, 11))
@@ -85,11 +87,13 @@ class LocalJudge:
                  max_length: int | None = None):
         from trainer.modeling import load_causal_lm
 
+        from contracts.ids import judge_id
+
         self.model_path = Path(model_path)
-        self.model = name or f"local-{self.model_path.name}"
+        self.model = name or judge_id("local", self.model_path)
         self._lm, self._tok = load_causal_lm(model_path, dtype=dtype, device=device)
         if not self._tok.chat_template:
-            raise ValueError(f"{model_path}: the local judge needs a tokenizer with a chat template")
+            raise UserError(f"{model_path}: the local judge needs a tokenizer with a chat template")
         limits = [getattr(self._lm.config, "max_position_embeddings", None), max_length]
         self.max_length = min(n for n in limits if n) if any(limits) else 2048
         self._cands = {kind: self._candidate_ids(kind) for kind in PREFIX}
@@ -105,7 +109,7 @@ class LocalJudge:
         for label in labels:
             joint = self._tok(PREFIX[kind] + label + SUFFIX, add_special_tokens=False).input_ids
             if joint[: len(base)] != base or len(joint) == len(base):
-                raise ValueError(f"{self.model_path}: tokenizer merges {PREFIX[kind]!r} with {label + SUFFIX!r}")
+                raise UserError(f"{self.model_path}: tokenizer merges {PREFIX[kind]!r} with {label + SUFFIX!r}")
             out.append(joint[len(base):])
         return out
 
@@ -117,13 +121,13 @@ class LocalJudge:
             return ids, False
         users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
         if not users:
-            raise ValueError(f"local judge: prompt of {len(ids)} tokens exceeds {room} and has no user message to cut")
+            raise UserError(f"local judge: prompt of {len(ids)} tokens exceeds {room} and has no user message to cut")
         i = users[-1]
         content = self._tok(messages[i]["content"], add_special_tokens=False).input_ids
         drop = len(ids) - room
         while True:
             if drop >= len(content):
-                raise ValueError(f"local judge: prompt exceeds the context ({self.max_length} tokens) "
+                raise UserError(f"local judge: prompt exceeds the context ({self.max_length} tokens) "
                                  "even with the user message removed")
             cut = [*messages[:i], {**messages[i], "content": self._tok.decode(content[drop:])}, *messages[i + 1:]]
             ids = self._encode(cut, kind)

@@ -22,12 +22,12 @@ from benchmarks.judge.backend import ChatBackend
 from benchmarks.judge.cache import JudgeCache, request_key
 from benchmarks.judge.estimate import CostEstimate, estimate
 from benchmarks.judge.jsonl import JsonlAppender, read_jsonl_lines, require
-from srdpo_eval.run_dir import RunDir
+from contracts.errors import UserError
+from contracts.run_dir import RunDir
+from contracts.tables import PAIR_KEY as PAIR_FIELDS
+from contracts.tables import SINGLE_KEY as SINGLE_FIELDS
 
 log = logging.getLogger(__name__)
-
-SINGLE_FIELDS = ("question_id", "model", "turn")
-PAIR_FIELDS = ("question_id", "model_1", "model_2", "turn")
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir,
     for model in models:
         path = RunDir(run_dir).answers(bench, model)
         if not path.exists():
-            raise FileNotFoundError(f"judge: no answers for model {model!r} on {bench}: {path} is missing")
+            raise UserError(f"judge: no answers for model {model!r} on {bench}: {path} is missing")
         answers[model] = load_answers(path)
     return questions, judge_prompts, answers
 
@@ -163,13 +163,13 @@ def _answer_turns(answers: dict[str, dict], model: str, question, n_turns: int, 
     record = answers[model].get(question.question_id)
     where = RunDir(run_dir).answers(bench, model)
     if record is None:
-        raise ValueError(f"{where}: no answer for question_id {question.question_id}")
+        raise UserError(f"{where}: no answer for question_id {question.question_id}")
     try:
         turns = record["choices"][0]["turns"]
     except (KeyError, IndexError, TypeError):
-        raise ValueError(f"{where}: question_id {question.question_id}: missing field 'choices[0].turns'") from None
+        raise UserError(f"{where}: question_id {question.question_id}: missing field 'choices[0].turns'") from None
     if len(turns) < n_turns:
-        raise ValueError(f"{where}: question_id {question.question_id}: field 'turns' has {len(turns)} "
+        raise UserError(f"{where}: question_id {question.question_id}: field 'turns' has {len(turns)} "
                          f"turn(s), {n_turns} needed")
     return turns
 
@@ -184,7 +184,7 @@ def _reference(question, turn: int, data_dir) -> list[str] | None:
         return None
     ref = question.reference
     if not ref or len(ref) < turn:
-        raise ValueError(f"judge: question {question.question_id} ({question.category}) needs a reference answer "
+        raise UserError(f"judge: question {question.question_id} ({question.category}) needs a reference answer "
                          f"for turn {turn}; none in reference_answer/gpt-4.jsonl under {data_dir or 'the data dir'}")
     return ref
 
@@ -298,21 +298,21 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
                       limit: int | None = None) -> JudgeSummary:
     """Judge ``models`` (single) or ``pairs`` (pairwise) on ``bench``; see :func:`judge_single`."""
     if mode not in ("single", "pairwise"):
-        raise ValueError(f"unknown judge mode {mode!r}: expected single or pairwise")
+        raise UserError(f"unknown judge mode {mode!r}: expected single or pairwise")
     if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        raise UserError(f"concurrency must be at least 1, got {concurrency}")
     run_dir = Path(run_dir)
     if mode == "pairwise":
         if not pairs:
-            raise ValueError("pairwise judging needs at least one (model_a, model_b) pair")
+            raise UserError("pairwise judging needs at least one (model_a, model_b) pair")
         for a, b in pairs:
             if a == b:
-                raise ValueError(f"pairwise judging: a model against itself ({a!r})")
+                raise UserError(f"pairwise judging: a model against itself ({a!r})")
         models = list(dict.fromkeys(m for pair in pairs for m in pair))
     elif models is None:
         models = list_answer_models(run_dir, bench)
     if not models:
-        raise ValueError(f"judge: no models to judge (no answer files under {RunDir(run_dir).bench(bench)})")
+        raise UserError(f"judge: no models to judge (no answer files under {RunDir(run_dir).bench(bench)})")
 
     questions, judge_prompts, answers = _load_inputs(run_dir, bench, models, data_dir, limit)
     args = dict(run_dir=run_dir, bench=bench, data_dir=data_dir)
@@ -386,3 +386,38 @@ def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tup
     return _run_sync(judge_async(run_dir, bench, backend, mode="pairwise", pairs=pairs, data_dir=data_dir,
                                  concurrency=concurrency, cache=cache, dry_run=dry_run, progress=progress,
                                  **estimate_kw), backend)
+
+
+def judge_plan(run_dir, bench: str, judge_model: str, *, mode: str, models: list[str] | None = None,
+               pairs: list[tuple[str, str]] | None = None, data_dir=None, limit: int | None = None,
+               cache: JudgeCache | str | Path | bool = True, **estimate_kw) -> JudgeSummary:
+    """What judging would do now, without a backend: records needed and done, calls and cache hits,
+    tokens and cost (a dry run; nothing is called or written)."""
+
+    class _Named:  # a dry run only names the judge, it never calls it
+        model = judge_model
+
+    return _run_sync(judge_async(run_dir, bench, _Named(), mode=mode, models=models, pairs=pairs,
+                                 data_dir=data_dir, cache=cache, dry_run=True, progress=False, limit=limit,
+                                 **estimate_kw), _Named())
+
+
+def drop_judgments(path: str | Path, models: set[str]) -> int:
+    """Remove the records of a judgment file that involve any of ``models`` (their answers changed);
+    return how many were removed. The rest of the file is kept as it was."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for _, rec in read_jsonl_lines(path, repair_tail=True):
+        if {rec.get("model"), rec.get("model_1"), rec.get("model_2")} & set(models):
+            dropped += 1
+        else:
+            keep.append(rec)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    with JsonlAppender(tmp) as out:
+        for rec in keep:
+            out.write(rec)
+    tmp.replace(path)
+    return dropped

@@ -1,5 +1,8 @@
 """Δπ, m(x) and the DPO reward margin of a checkpoint on preference pairs, through the trainer's code.
 
+This is the stage that runs models for Table 4; the analysis reads the tables it writes
+(delta/<model_id>.csv, columns: contracts.tables.DELTA_COLUMNS).
+
 For every pair (x, y⁺, y⁻) — "chosen"/"rejected", or answers A/B of two models — with the policy π
 (the checkpoint) and the frozen reference π_ref:
     margin   = m(x)    = [log π(y⁺|x) − log π_ref(y⁺|x)] − [log π(y⁻|x) − log π_ref(y⁻|x)]   (nats)
@@ -17,29 +20,41 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["id", "model_id", "delta", "margin", "reward_margin", "margin_p", "chosen_tokens", "rejected_tokens",
-           "length_diff", "chosen_rating", "rejected_rating", "rating_diff", "logp_chosen", "logp_rejected",
-           "ref_logp_chosen", "ref_logp_rejected", "logp_p_chosen", "logp_p_rejected", "ref_logp_p_chosen",
-           "ref_logp_p_rejected", "beta", "reduce", "prompt_truncated", "completion_truncated", "refine_truncated"]
+from contracts.errors import UserError
+from contracts.settings import option
+from contracts.tables import DELTA_COLUMNS as COLUMNS
 
 
 @dataclass
 class DeltaConfig:
     """How ``compute_delta`` runs; the data options (lengths, placement of p) are a trainer DataConfig."""
 
-    beta: float = 0.1
-    reduce: str = "sum"  # sequence log-prob as the trainer: "sum" (paper) or "mean" per token
-    batch_size: int = 8
-    chunk_size: int = 64  # pairs per appended chunk: the resume granularity
-    rating_fields: tuple[str, str] = ("chosen_rating", "rejected_rating")
-    dtype: str = "auto"  # auto: fp32 weights + bf16 autocast on a bf16 GPU (as the trainer); bf16 | fp16 | fp32
-    device: str | None = None
-    progress: bool = True
+    beta: float | None = option(None, gt=0, help="β (default: the checkpoint's, from its srdpo_info.json)")
+    reduce: str | None = option(None, choices=("sum", "mean"), help="sequence log-prob as the trainer "
+                                                                    "(default: the checkpoint's)")
+    batch_size: int = option(8, ge=1, help="pairs per forward")
+    chunk_size: int = option(64, ge=1, help="pairs per appended chunk (the resume granularity)")
+    rating_fields: tuple[str, ...] = option(("chosen_rating", "rejected_rating"), metavar="CHOSEN,REJECTED",
+                                            help="record fields with the two answers' ratings")
+    max_pairs: int | None = option(None, ge=1, flags=("--limit",),
+                                   help="a seeded random sample of this many pairs (the paper: 200)")
+    seed: int = option(0, ge=0, help="seed of the --max-pairs sample")
+    dtype: str = option("auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: as the trainer (fp32 weights, bf16 autocast on a bf16 GPU)")
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    progress: bool = option(True, cli=False)
+
+    def check(self) -> None:
+        if len(self.rating_fields) != 2:
+            from contracts.settings import ConfigError
+
+            raise ConfigError(f"rating_fields: give two names (chosen, rejected), got {list(self.rating_fields)}")
 
 
 def _rating(rec: dict, name: str, where: str) -> float:
@@ -47,22 +62,8 @@ def _rating(rec: dict, name: str, where: str) -> float:
     if v is None:
         return np.nan
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{where}: field {name!r} must be a number, got {v!r}")
+        raise UserError(f"{where}: field {name!r} must be a number, got {v!r}")
     return float(v)
-
-
-def precision(dtype: str, device: str | None):
-    """(weight dtype, autocast dtype) as the trainer computes log-probs: "auto" = fp32 weights with bf16
-    autocast on a GPU that supports it (the trainer's mixed precision), fp32 on CPU; else as given."""
-    import torch
-
-    from trainer.modeling import default_device, resolve_dtype
-
-    if dtype != "auto":
-        return resolve_dtype(dtype, device), None
-    dev = torch.device(device) if device is not None else default_device()
-    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return torch.float32, amp
 
 
 def read_existing(path: Path) -> pd.DataFrame | None:
@@ -102,44 +103,44 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
 
     from trainer.data import DataConfig, tokenize_pairs
     from trainer.losses import margin, refinement
-    from trainer.modeling import load_causal_lm, load_tokenizer
+    from trainer.modeling import load_causal_lm, load_tokenizer, resolve_precision
     from trainer.scoring import pair_logps
 
     cfg = cfg or DeltaConfig()
+    cfg = replace(cfg, beta=cfg.beta if cfg.beta is not None else 0.1, reduce=cfg.reduce or "sum")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     ids = [str(r["id"]) for r in records]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"{source}: pair id {dup!r} occurs more than once; ids key the table")
+        raise UserError(f"{source}: pair id {dup!r} occurs more than once; ids key the table")
     existing = read_existing(output)
     done: set[str] = set()
     if existing is not None:
         for col, want in (("model_id", model_id), ("beta", cfg.beta), ("reduce", cfg.reduce)):
             other = set(existing[col].dropna().unique()) - {want}
             if other:
-                raise ValueError(f"{output}: holds rows with {col} {sorted(map(str, other))[0]!r}, not "
-                                 f"{want!r}; write to another --output")
+                raise UserError(f"{output}: holds rows with {col} {sorted(map(str, other))[0]!r}, not "
+                                f"{want!r}; write to another --output")
         done = set(existing["id"])
     todo_records = [r for r in records if str(r["id"]) not in done]
     if todo_records:
-        dcfg = replace(data_cfg or DataConfig(), refine=True)
         tokenizer = load_tokenizer(policy)
-        pairs, report = tokenize_pairs(todo_records, tokenizer, dcfg, source=source)
+        pairs, report = tokenize_pairs(todo_records, tokenizer, data_cfg or DataConfig(), source=source)
         if report.dropped:
             print(f"{source}: {report.summary()}; dropped: "
                   + ", ".join(f"{i} ({why})" for i, why in report.dropped[:5]))
         by_id = {str(r["id"]): r for r in todo_records}
-        where = {str(r["id"]): f"{source}: " + (f"line {r['_line']}" if "_line" in r else f"id {r['id']}")
+        where = {str(r["id"]): f"{source}:" + (f"{r['_line']}" if "_line" in r else f" id {r['id']}")
                  for r in todo_records}
         ratings = {i: (_rating(by_id[i], cfg.rating_fields[0], where[i]), _rating(by_id[i], cfg.rating_fields[1], where[i]))
                    for i in by_id}
-        weights, amp = precision(cfg.dtype, cfg.device)
-        pol, _ = load_causal_lm(policy, dtype=weights, device=cfg.device, with_tokenizer=False)
-        ref, _ = load_causal_lm(reference, dtype=weights, device=cfg.device, with_tokenizer=False)
+        prec = resolve_precision(cfg.device, cfg.dtype, "auto")
+        pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)
+        ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
         pad = tokenizer.pad_token_id
         kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
-                  autocast_dtype=amp)
+                  autocast_dtype=prec.autocast)
         bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
         for s in range(0, len(pairs), cfg.chunk_size):
             chunk = pairs[s:s + cfg.chunk_size]
@@ -159,8 +160,7 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
                 "logp_p_chosen": lp.refine_chosen.numpy(), "logp_p_rejected": lp.refine_rejected.numpy(),
                 "ref_logp_p_chosen": lr.refine_chosen.numpy(), "ref_logp_p_rejected": lr.refine_rejected.numpy(),
                 "beta": cfg.beta, "reduce": cfg.reduce, "prompt_truncated": [p.prompt_truncated for p in chunk],
-                "completion_truncated": [p.completion_truncated for p in chunk],
-                "refine_truncated": [p.refine_truncated for p in chunk]}, columns=COLUMNS)
+                "completion_truncated": [p.completion_truncated for p in chunk]}, columns=list(COLUMNS))
             _append(output, rows)
             bar.update(len(chunk))
         bar.close()
@@ -169,40 +169,40 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
             torch.cuda.empty_cache()
     table = read_existing(output)
     if table is None:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=list(COLUMNS))
     order = {i: k for k, i in enumerate(ids)}
     table = table[table["id"].isin(order)]
     return table.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
-def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path, *, ref_model: str | Path | None = None,
-                  beta: float | None = None, model_id: str | None = None, batch_size: int = 8, chunk_size: int = 64,
-                  max_pairs: int | None = None, seed: int = 0, rating_fields=("chosen_rating", "rejected_rating"),
-                  max_length: int | None = None, max_prompt_length: int | None = None, dtype: str = "auto",
-                  device: str | None = None, progress: bool = True) -> pd.DataFrame:
+def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path, *, cfg: DeltaConfig | None = None,
+                  ref_model: str | Path | None = None, model_id: str | None = None,
+                  data_cfg=None) -> pd.DataFrame:
     """The Δπ table of ``checkpoint`` on the pairs file/dataset ``pairs``, written to ``output``.
 
-    Defaults come from the checkpoint as the trainer recorded it (srdpo_info.json: ref_model, β,
-    reduce; the run's config.yaml: data options), explicit arguments win. ``max_pairs`` takes a seeded
-    random sample (the paper: 200 random pairs). See :func:`delta_for_records`.
+    β, reduce, the reference and the data options (lengths, p and its placement) default to what the
+    trainer recorded for the checkpoint (srdpo_info.json, the run's config.yaml), so Δπ is computed on
+    exactly the tokens the trainer saw; ``cfg``, ``ref_model`` and ``data_cfg`` override them.
+    ``cfg.max_pairs`` takes a seeded random sample (the paper: 200 random pairs).
     """
+    from contracts.ids import model_id_for_checkpoint
     from trainer.data import DataConfig, load_preference_data
 
+    cfg = cfg or DeltaConfig()
+    cfg.check()
     defaults = checkpoint_defaults(checkpoint)
     ref = ref_model or defaults["ref_model"]
     if not ref:
-        raise ValueError(f"{checkpoint}: srdpo_info.json names no ref_model; pass the reference model")
-    data_cfg = defaults["data_cfg"] or DataConfig()
-    if max_length is not None:
-        data_cfg = replace(data_cfg, max_length=max_length)
-    if max_prompt_length is not None:
-        data_cfg = replace(data_cfg, max_prompt_length=max_prompt_length)
-    cfg = DeltaConfig(beta=beta if beta is not None else (defaults["beta"] or 0.1),
-                      reduce=defaults["reduce"] or "sum", batch_size=batch_size, chunk_size=chunk_size,
-                      rating_fields=tuple(rating_fields), dtype=dtype, device=device, progress=progress)
-    records = sample_records(load_preference_data(str(pairs)), max_pairs, seed)
-    return delta_for_records(checkpoint, ref, records, output, model_id=model_id or default_model_id(checkpoint),
-                             cfg=cfg, data_cfg=data_cfg, source=str(pairs))
+        raise UserError(f"{checkpoint}: its srdpo_info.json names no ref_model; give --ref-model")
+    cfg = replace(cfg, beta=cfg.beta if cfg.beta is not None else defaults["beta"],
+                  reduce=cfg.reduce or defaults["reduce"])
+    records = sample_records(load_preference_data(str(pairs)), cfg.max_pairs, cfg.seed)
+    if records and not any(f in r for r in records for f in cfg.rating_fields):
+        fields = sorted(k for k in records[0] if not k.startswith("_"))
+        raise UserError(f"rating_fields {','.join(cfg.rating_fields)}: no record of {pairs} has these fields "
+                        f"(a record has: {', '.join(fields)}); name the two rating fields (--rating-fields)")
+    return delta_for_records(checkpoint, ref, records, output, model_id=model_id or model_id_for_checkpoint(checkpoint),
+                             cfg=cfg, data_cfg=data_cfg or defaults["data_cfg"] or DataConfig(), source=str(pairs))
 
 
 def sample_records(records: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
@@ -219,49 +219,36 @@ def checkpoint_defaults(checkpoint: str | Path) -> dict:
     Returns keys ref_model, beta, reduce (None when unknown) and data_cfg (the DataConfig of the run's
     config.yaml beside the checkpoint, or None).
     """
-    ckpt = Path(checkpoint)
-    info_path = ckpt / "srdpo_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    from contracts.ids import read_checkpoint_info
+    from contracts.run_dir import TRAIN_CONFIG
+
+    info = read_checkpoint_info(checkpoint)
     out = {k: info.get(k) for k in ("ref_model", "beta", "reduce")}
     out["data_cfg"] = None
-    cfg_path = ckpt.parent / "config.yaml"
+    cfg_path = Path(checkpoint).parent / TRAIN_CONFIG
     if cfg_path.is_file():
         from trainer.config import load_yaml_config
 
-        out["data_cfg"] = load_yaml_config(cfg_path).data_cfg
+        out["data_cfg"] = load_yaml_config(cfg_path).data_config()
     return out
-
-
-def default_model_id(checkpoint: str | Path) -> str:
-    """train/sr-dpo/final → 'sr-dpo'; train/sr-dpo/checkpoint-40 → 'sr-dpo-checkpoint-40'; else the dir name."""
-    p = Path(checkpoint).resolve()
-    if p.name == "final":
-        return p.parent.name
-    if p.name.startswith("checkpoint-"):
-        return f"{p.parent.name}-{p.name}"
-    return p.name
 
 
 def delta_command(args) -> int:
     """`srdpo-eval delta`: resolve the output path, run :func:`compute_delta`, print a summary."""
-    from srdpo_eval.run_dir import RunDir, safe_name
+    from contracts.ids import model_id_for_checkpoint
+    from contracts.run_dir import RunDir
+    from contracts.settings import FlagSource, apply, given
 
-    model_id = args.model_id or default_model_id(args.checkpoint)
+    cfg = apply(DeltaConfig(), given(args, [f.name for f in dataclass_fields(DeltaConfig)]), FlagSource())
+    cfg.check()
+    model_id = args.model_id or model_id_for_checkpoint(args.checkpoint)
     if args.output:
         output = Path(args.output)
     elif args.run_dir:
-        output = RunDir(args.run_dir).delta / f"{safe_name(model_id)}.csv"
+        output = RunDir(args.run_dir).delta_table(model_id)
     else:
-        print("error: pass --output CSV or --run-dir RUN_DIR")
-        return 2
-    fields = tuple(f.strip() for f in args.rating_fields.split(","))
-    if len(fields) != 2:
-        print(f"error: --rating-fields needs two names separated by a comma, got {args.rating_fields!r}")
-        return 2
-    table = compute_delta(args.checkpoint, args.pairs, output, ref_model=args.ref_model, beta=args.beta,
-                          model_id=model_id, batch_size=args.batch_size, chunk_size=args.chunk_size,
-                          max_pairs=args.limit, seed=args.seed, rating_fields=fields, dtype=args.dtype,
-                          device=args.device)
+        raise UserError("delta: give --output CSV or --run-dir RUN_DIR")
+    table = compute_delta(args.checkpoint, args.pairs, output, cfg=cfg, ref_model=args.ref_model, model_id=model_id)
     print(f"{len(table)} pairs in {output} (model {model_id}, β={table['beta'].iloc[0] if len(table) else '?'}, "
           f"{table['reduce'].iloc[0] if len(table) else '?'} log-probs)")
     cols = [c for c in ("delta", "margin", "reward_margin", "margin_p", "rating_diff") if table[c].notna().any()]

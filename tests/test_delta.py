@@ -40,14 +40,22 @@ def models(tiny_model_dir, tmp_path_factory):
 
 
 def _cfg(**kw):
-    from analysis.delta import DeltaConfig
+    from benchmarks.delta import DeltaConfig
 
     return DeltaConfig(batch_size=2, chunk_size=2, dtype="fp32", device="cpu", progress=False, **kw)
 
 
-def _seq_logp(model, tok, context: str, completion: str) -> tuple[float, int]:
+def _context_ids(tok, prompt: str, with_p: bool) -> list[int]:
+    """x's tokens; with p, the tokens of "p " inserted before them (after a BOS): docs/method.md."""
+    ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    if not with_p:
+        return ids
+    k = 1 if ids and ids[0] == tok.bos_token_id else 0
+    return ids[:k] + tok(QUALITY_PROMPT + " ", add_special_tokens=False)["input_ids"] + ids[k:]
+
+
+def _seq_logp(model, tok, ctx: list[int], completion: str) -> tuple[float, int]:
     """log π(completion|context) summed over completion tokens (+ EOS), from the full logits in float64."""
-    ctx = tok(context, add_special_tokens=True)["input_ids"]
     comp = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     ids = torch.tensor([ctx + comp])
     with torch.no_grad():
@@ -57,7 +65,7 @@ def _seq_logp(model, tok, context: str, completion: str) -> tuple[float, int]:
 
 
 def test_policy_equal_to_reference_gives_zero(models, tmp_path):
-    from analysis.delta import delta_for_records
+    from benchmarks.delta import delta_for_records
 
     t = delta_for_records(models["same"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "d.csv",
                       model_id="same", cfg=_cfg())
@@ -71,7 +79,7 @@ def test_policy_equal_to_reference_gives_zero(models, tmp_path):
 def test_values_match_an_independent_computation(models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.delta import delta_for_records
+    from benchmarks.delta import delta_for_records
 
     beta = 0.25
     t = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "d.csv",
@@ -80,13 +88,14 @@ def test_values_match_an_independent_computation(models, tmp_path):
     pol = AutoModelForCausalLM.from_pretrained(models["other"], dtype=torch.float32).eval()
     ref = AutoModelForCausalLM.from_pretrained(models["ref"], dtype=torch.float32).eval()
     for r in RECORDS:
-        def m(context):
+        def m(with_p):
+            context = _context_ids(tok, r["prompt"], with_p)
             (pc, nc), (pr, nr) = (_seq_logp(pol, tok, context, r[k]) for k in ("chosen", "rejected"))
             (rc, _), (rr, _) = (_seq_logp(ref, tok, context, r[k]) for k in ("chosen", "rejected"))
             return (pc - rc) - (pr - rr), nc, nr, pc
 
-        m_x, nc, nr, pc = m(r["prompt"])
-        m_p, *_ = m(QUALITY_PROMPT + " " + r["prompt"])
+        m_x, nc, nr, pc = m(False)
+        m_p, *_ = m(True)
         row = t.loc[r["id"]]
         assert abs(m_x) > 1e-4  # the two models really differ
         assert row["margin"] == pytest.approx(m_x, abs=2e-4)
@@ -99,7 +108,7 @@ def test_values_match_an_independent_computation(models, tmp_path):
 
 def test_resume_computes_only_missing_ids(models, tmp_path, monkeypatch):
     import trainer.scoring
-    from analysis.delta import delta_for_records
+    from benchmarks.delta import delta_for_records
 
     out = tmp_path / "d.csv"
     full = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS], tmp_path / "full.csv",
@@ -128,16 +137,16 @@ def test_resume_computes_only_missing_ids(models, tmp_path, monkeypatch):
 
 
 def test_bad_rating_names_the_record_and_field(models, tmp_path):
-    from analysis.delta import delta_for_records
+    from benchmarks.delta import delta_for_records
 
     bad = [dict(RECORDS[0], chosen_rating="five", _line=7)]
-    with pytest.raises(ValueError, match=r"pairs.jsonl: line 7.*'chosen_rating'"):
+    with pytest.raises(ValueError, match=r"pairs.jsonl:7.*'chosen_rating'"):
         delta_for_records(models["other"], models["ref"], bad, tmp_path / "d.csv", model_id="x", cfg=_cfg(),
                       source="pairs.jsonl")
 
 
 def test_cli_uses_checkpoint_info_and_rating_fields(models, tmp_path):
-    from analysis.cli import register
+    from benchmarks.cli import register_delta as register
 
     ckpt = tmp_path / "train" / "sr-dpo" / "final"
     shutil.copytree(models["other"], ckpt)
@@ -160,7 +169,7 @@ def test_cli_uses_checkpoint_info_and_rating_fields(models, tmp_path):
 
 
 def test_pairs_from_answers(tmp_path, fastchat_data_dir):
-    from analysis.delta import pairs_from_answers
+    from benchmarks.delta import pairs_from_answers
     from trainer.data import load_preference_data
 
     qids = [81, 82, 83]
@@ -188,15 +197,14 @@ def test_pairs_from_answers(tmp_path, fastchat_data_dir):
 
 
 def test_compute_delta_reads_defaults_from_the_checkpoint(models, tmp_path):
-    from analysis.delta import compute_delta, delta_for_records
+    from benchmarks.delta import compute_delta, delta_for_records
 
     ckpt = tmp_path / "train" / "sr-ipo" / "final"
     shutil.copytree(models["other"], ckpt)
     (ckpt / "srdpo_info.json").write_text(json.dumps({"beta": 0.3, "ref_model": str(models["ref"]), "reduce": "sum"}))
     pairs = tmp_path / "p.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    t = compute_delta(ckpt, pairs, tmp_path / "a.csv", max_pairs=3, batch_size=2, device="cpu", dtype="fp32",
-                      progress=False)
+    t = compute_delta(ckpt, pairs, tmp_path / "a.csv", cfg=_cfg(max_pairs=3))
     assert len(t) == 3 and set(t["model_id"]) == {"sr-ipo"} and set(t["beta"]) == {0.3}
     direct = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS if r["id"] in set(t["id"])],
                                tmp_path / "b.csv", model_id="sr-ipo", cfg=_cfg(beta=0.3))

@@ -1,0 +1,64 @@
+"""Content hashes: of files, and of a checkpoint directory (what decides a model's outputs).
+
+The checkpoint hash keys every result computed from a checkpoint (reference log-probs, answers,
+leaderboard scores), so a retrained or replaced model never passes for the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from contracts.errors import UserError
+
+# Files that decide a checkpoint's outputs (weights, config, tokenizer); training state is not hashed.
+CONTENT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+                    "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model",
+                    "chat_template*", "added_tokens.json")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_hash(path: str | Path, cache_file: Path | None = None) -> str:
+    """SHA-256 over a checkpoint directory's content files (names and bytes).
+
+    ``cache_file``: a JSON file remembering each file's hash by (path, size, mtime), so that hashing a
+    7B checkpoint again costs nothing.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{p}: not a checkpoint directory (give a local Hugging Face checkpoint)")
+    files = sorted({f for pat in CONTENT_PATTERNS for f in p.glob(pat) if f.is_file()})
+    if not any(f.suffix == ".safetensors" for f in files):
+        raise UserError(f"{p}: no *.safetensors weights (this project loads safetensors only; re-save the model "
+                        "with save_pretrained(safe_serialization=True))")
+    cache: dict = {}
+    if cache_file is not None and cache_file.is_file():
+        try:
+            cache = json.loads(cache_file.read_text())
+        except json.JSONDecodeError:
+            cache = {}  # a damaged cache only costs a re-hash
+    total = hashlib.sha256()
+    changed = False
+    for f in files:
+        st = f.stat()
+        key = str(f.resolve())
+        hit = cache.get(key)
+        if not (hit and hit["size"] == st.st_size and hit["mtime_ns"] == st.st_mtime_ns):
+            hit = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(f)}
+            cache[key], changed = hit, True
+        total.update(f"{f.name}\0{hit['sha256']}\n".encode())
+    if cache_file is not None and changed:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(cache_file)
+    return total.hexdigest()

@@ -1,0 +1,102 @@
+"""Model, checkpoint and judge ids: how a model is named in answer files, judgments, tables and figures.
+
+    <run>                 a training run's final model (train/<run>/final)
+    <run>-p<pairs_seen>   a checkpoint of that run after ``pairs_seen`` training pairs
+    sft                   the starting policy π_ref (the SFT model, trained here or given)
+    local-<model id>      a local judge (an openai-compatible judge is named by its model, e.g. gpt-4)
+
+Run names are the objective, or ``<objective>-lam<λ>`` for the extra runs of a λ sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.objectives import OBJECTIVES
+
+START_ID = "sft"
+CHECKPOINT_INFO = "srdpo_info.json"  # written by the trainer into every checkpoint it saves
+FINAL_DIR = "final"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def safe_name(name: str) -> str:
+    """A model or judge name usable as a file name (FastChat puts names in file names)."""
+    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", name).strip("_") or "model"
+
+
+def run_name(objective: str, lam: float | None = None, main_lam: float | None = None) -> str:
+    """The run of ``objective``: its name, or ``<objective>-lam<λ>`` for a λ other than the main one."""
+    if lam is None or main_lam is None or lam == main_lam:
+        return objective
+    return f"{objective}-lam{lam:g}"
+
+
+def final_id(run: str) -> str:
+    return run
+
+
+def checkpoint_id(run: str, pairs_seen: int) -> str:
+    return f"{run}-p{pairs_seen}"
+
+
+def read_checkpoint_info(path: str | Path) -> dict:
+    """The trainer's srdpo_info.json of a checkpoint directory ({} when it has none)."""
+    f = Path(path) / CHECKPOINT_INFO
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        from contracts.errors import UserError
+
+        raise UserError(f"{f}:{e.lineno}: not valid JSON ({e.msg}); the checkpoint is damaged") from None
+
+
+def model_id_for_checkpoint(path: str | Path) -> str:
+    """The id of a checkpoint directory, the same whichever command meets it first.
+
+    ``train/<run>/final`` → ``<run>``; ``train/<run>/checkpoint-<step>`` → ``<run>-p<pairs seen>`` (from its
+    srdpo_info.json); any other directory → its name.
+    """
+    p = Path(path).resolve()
+    if p.name == FINAL_DIR:
+        return final_id(p.parent.name)
+    if p.name.startswith(CHECKPOINT_PREFIX):
+        seen = read_checkpoint_info(p).get("pairs_seen")
+        if isinstance(seen, int):
+            return checkpoint_id(p.parent.name, seen)
+        return f"{p.parent.name}-{p.name}"
+    return p.name
+
+
+def judge_id(backend: str, model: str | Path) -> str:
+    """The judge's name in judgment files: the API model name, or ``local-<model id>`` for a local judge."""
+    if backend == "local":
+        return f"local-{safe_name(model_id_for_checkpoint(model))}"
+    return str(model)
+
+
+@dataclass(frozen=True)
+class ParsedId:
+    objective: str
+    lam: float | None
+    pairs_seen: int | None
+
+
+def parse_model_id(model_id: str) -> ParsedId | None:
+    """Objective, λ and pairs seen read back from an id ('sr-dpo', 'dpo-p1024', 'sr-ipo-lam0.3-p256').
+
+    Only for results whose models.json is missing; None when the id names no known objective.
+    """
+    name = model_id.lower()
+    objective = next((o for o in sorted(OBJECTIVES, key=len, reverse=True)
+                      if name == o or name.startswith(o + "-")), None)
+    if objective is None:
+        return None
+    pairs = re.search(r"-p(\d+)$", name)
+    lam = re.search(r"-lam(\d+(?:\.\d+)?)(?:$|-)", name)
+    return ParsedId(objective, float(lam.group(1)) if lam else None, int(pairs.group(1)) if pairs else None)

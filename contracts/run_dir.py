@@ -1,0 +1,171 @@
+"""The run directory: where every stage reads and writes. One place for the layout and the file names.
+
+    RUN_DIR/
+      manifest.json                         resolved config, versions, hashes, unit states (reproduce)
+      models.json                           one entry per evaluated checkpoint (ModelEntry)
+      data/                                 the default data split (reproduce)
+      refcache/                             reference log-probs on x and p ⊕ x, shared by every run
+      train/<run>/                          trainer output: config.yaml, log.jsonl, run_info.json,
+                                            checkpoint-<step>/ (HF + srdpo_info.json), final/
+      <bench>/model_answer/<model_id>.jsonl          FastChat answer files (bench: mt_bench, vicuna_bench)
+      <bench>/model_judgment/<judge>_single.jsonl    FastChat single-grading judgments
+      <bench>/model_judgment/<judge>_pair.jsonl      FastChat pairwise judgments
+      judge_cache.sqlite                    raw judge replies keyed by request
+      leaderboard/<model_id>/<task>.json, leaderboard/scores.csv
+      delta/<model_id>.csv                  Δπ, margins and ratings per preference pair
+      tables/judge/*.csv                    the judge command's result tables
+      tables/*.csv  figures/  report.md     analysis output (`srdpo-eval figures`)
+
+Each stage deletes only files it wrote: the analysis records its outputs in ``tables/.made.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from contracts.benches import get_bench
+from contracts.errors import UserError
+from contracts.ids import START_ID, safe_name  # noqa: F401  (re-exported: the layout's names)
+
+# train/<run>/ files
+TRAIN_CONFIG = "config.yaml"
+TRAIN_LOG = "log.jsonl"
+RUN_INFO = "run_info.json"
+SCORES_CSV = "scores.csv"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def refcache(self) -> Path:
+        return self.root / "refcache"
+
+    def train(self, run: str) -> Path:
+        return self.root / "train" / run
+
+    def bench(self, bench: str) -> Path:
+        return self.root / get_bench(bench).name
+
+    def answers(self, bench: str, model_id: str) -> Path:
+        return self.bench(bench) / "model_answer" / f"{safe_name(model_id)}.jsonl"
+
+    def judgments(self, bench: str, judge: str, mode: str) -> Path:
+        kind = {"single": "single", "pairwise": "pair", "pair": "pair"}[mode]
+        return self.bench(bench) / "model_judgment" / f"{safe_name(judge)}_{kind}.jsonl"
+
+    @property
+    def judge_cache(self) -> Path:
+        return self.root / "judge_cache.sqlite"
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.root / "leaderboard"
+
+    def leaderboard_model(self, model_id: str) -> Path:
+        return self.leaderboard / safe_name(model_id)
+
+    def leaderboard_result(self, model_id: str, task: str) -> Path:
+        return self.leaderboard_model(model_id) / f"{task}.json"
+
+    @property
+    def scores(self) -> Path:
+        return self.leaderboard / SCORES_CSV
+
+    @property
+    def delta(self) -> Path:
+        return self.root / "delta"
+
+    def delta_table(self, model_id: str) -> Path:
+        return self.delta / f"{safe_name(model_id)}.csv"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def judge_tables(self) -> Path:
+        return self.tables / "judge"
+
+    @property
+    def analysis_made(self) -> Path:
+        return self.tables / ".made.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One checkpoint that the benchmarks and the analysis know by ``model_id`` (contracts.ids)."""
+
+    model_id: str  # "sr-dpo" (final), "sr-dpo-p128" (after 128 training pairs), "sft" (the start)
+    path: str  # Hugging Face checkpoint directory
+    objective: str  # a name of contracts.objectives
+    beta: float | None = None
+    lam: float | None = None
+    step: int | None = None
+    pairs_seen: int | None = None
+    run: str | None = None  # the train/<run> it comes from
+
+    @property
+    def is_final(self) -> bool:
+        """A run's final model is named after its run (checkpoints carry a -p<pairs> suffix)."""
+        return self.model_id in (self.run, self.objective)
+
+
+def read_models(path: Path) -> list[ModelEntry]:
+    """Read models.json; a bad entry fails naming the file, the entry and the field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: run `srdpo-eval reproduce` (it writes it) or list checkpoints") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); rerun the stage that writes it") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a list of model entries")
+    names = {f.name for f in fields(ModelEntry)}
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise UserError(f"{path}: entry {i}: expected an object")
+        missing = [k for k in ("model_id", "path", "objective") if k not in item]
+        if missing:
+            raise UserError(f"{path}: entry {i}: missing field {missing[0]!r}")
+        unknown = set(item) - names
+        if unknown:
+            raise UserError(f"{path}: entry {i}: unknown field {sorted(unknown)[0]!r}")
+        out.append(ModelEntry(**item))
+    return out
+
+
+def write_models(path: Path, entries: list[ModelEntry]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([asdict(e) for e in entries], indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,52 @@
+"""The project stands alone and its layers import one way: contracts ← trainer ← benchmarks ← analysis ←
+srdpo_eval. Checked on the source (every import statement, at any depth), not on what a test imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("contracts", "trainer", "benchmarks", "analysis", "srdpo_eval")  # bottom to top
+
+
+def imported_packages(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_imports_flow_one_way(layer):
+    above = set(LAYERS[LAYERS.index(layer) + 1:])
+    bad = {str(p.relative_to(ROOT)): sorted(imported_packages(p) & above)
+           for p in (ROOT / layer).rglob("*.py") if imported_packages(p) & above}
+    assert not bad, f"{layer} imports layers above it: {bad}"
+
+
+def test_analysis_reads_results_only():
+    for p in (ROOT / "analysis").rglob("*.py"):
+        assert "trainer" not in imported_packages(p), p  # no model runs in the analysis
+        text = p.read_text()
+        assert "torch" not in imported_packages(p) and "transformers" not in text, p
+
+
+def test_nothing_names_the_team_folder_beside_the_checkout():
+    needles = ("../" + "shared", "shared" + "/docs", "shared" + "/data")
+    suffixes = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg", ""}
+    hits = []
+    for p in ROOT.rglob("*"):
+        rel = p.relative_to(ROOT)
+        generated = rel.parts[0] in (".git", ".venv", "build", "dist", "runs") or rel.parts[0].endswith(".egg-info")
+        if generated or "__pycache__" in rel.parts or not p.is_file():
+            continue
+        if p.suffix in suffixes or rel.parts[0] == ".ci":
+            text = p.read_text(errors="ignore")
+            hits += [f"{rel}: {n}" for n in needles if n in text]
+    assert not hits, hits
