@@ -15,7 +15,7 @@ import pandas as pd
 from contracts.benches import BENCHES
 from contracts.errors import UserError
 from contracts.ids import parse_model_id
-from contracts.run_dir import RUN_INFO, TRAIN_LOG, ModelEntry, RunDir, read_models
+from contracts.run_dir import RUN_INFO, TRAIN_LOG, ModelEntry, RunDir, checkpoints_of_run, read_models
 from contracts.tables import DELTA_REQUIRED, SCORES_COLUMNS, SCORES_INDEX
 
 # Which command writes each input: quoted in the notes about missing inputs.
@@ -199,11 +199,13 @@ def load_inputs(root: str | Path) -> Inputs:
 
     if run.models.is_file():
         inp.models = read_models(run.models)
-    else:
+    else:  # the trainer's own record of each checkpoint, else what the model names say
         inp.models_from_names = True
-        inp.models = [e for e in map(guess_entry, sorted(_known_ids(inp))) if e is not None]
-        inp.notes.append(f"no {run.models} ({PRODUCERS['models']}): objectives and pairs seen "
-                         "were read from the model names")
+        trained = [e for d in sorted(train_root.glob("*")) if d.is_dir() for e in checkpoints_of_run(d)]
+        known = {e.model_id for e in trained}
+        inp.models = trained + [e for e in map(guess_entry, sorted(_known_ids(inp) - known)) if e is not None]
+        inp.notes.append(f"no {run.models} ({PRODUCERS['models']}): models were read from the checkpoints' "
+                         "srdpo_info.json under train/, else from their names")
     return inp
 
 

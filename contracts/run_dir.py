@@ -27,6 +27,7 @@ from pathlib import Path
 
 from contracts.benches import get_bench
 from contracts.errors import UserError
+from contracts import ids
 from contracts.ids import START_ID, safe_name  # noqa: F401  (re-exported: the layout's names)
 
 # train/<run>/ files
@@ -135,6 +136,25 @@ class ModelEntry:
     def is_final(self) -> bool:
         """A run's final model is named after its run (checkpoints carry a -p<pairs> suffix)."""
         return self.model_id in (self.run, self.objective)
+
+
+def checkpoints_of_run(train_dir: str | Path) -> list[ModelEntry]:
+    """Every checkpoint a training run wrote (checkpoint-<step>/ by step, then final/), as models.json
+    entries named by contracts.ids, from the srdpo_info.json the trainer put in each."""
+    d = Path(train_dir)
+    steps = []
+    for c in d.glob(ids.CHECKPOINT_PREFIX + "*"):
+        suffix = c.name[len(ids.CHECKPOINT_PREFIX):]
+        if suffix.isdigit():
+            steps.append((int(suffix), c))
+    out = []
+    for ck in [c for _, c in sorted(steps)] + [d / ids.FINAL_DIR]:
+        info = ids.read_checkpoint_info(ck)
+        if info:
+            out.append(ModelEntry(ids.model_id_for_checkpoint(ck), str(ck), info.get("objective", "base"),
+                                  beta=info.get("beta"), lam=info.get("lam"), step=info.get("step"),
+                                  pairs_seen=info.get("pairs_seen"), run=d.name))
+    return out
 
 
 def read_models(path: Path) -> list[ModelEntry]:

@@ -27,7 +27,7 @@ from typing import Any
 from contracts import ids, objectives
 from contracts.hashing import sha256_file as file_sha256
 from contracts.ids import START_ID
-from contracts.run_dir import ModelEntry, RunDir, write_models
+from contracts.run_dir import ModelEntry, RunDir, checkpoints_of_run, write_models
 from contracts.settings import values
 from srdpo_eval.config import ReproduceConfig, judge_backend_kind, to_dict
 from srdpo_eval.manifest import Manifest, Unit, execute, plan, remove_path
@@ -232,16 +232,8 @@ def expected_steps(ctx: Context) -> int | str:
 def trained_models(ctx: Context) -> list[ModelEntry]:
     """The initial policy plus every checkpoint the runs wrote (from their srdpo_info.json)."""
     entries = [ModelEntry(START_ID, ctx.model, "sft", step=0, pairs_seen=0)]
-    for run, objective, lam in run_names(ctx.cfg):
-        out = ctx.rd.train(run)
-        ckpts = sorted(out.glob(ids.CHECKPOINT_PREFIX + "*"), key=lambda p: int(p.name.split("-")[-1]))
-        for ck in [*ckpts, out / ids.FINAL_DIR]:
-            info = ids.read_checkpoint_info(ck)
-            if not info:
-                continue
-            entries.append(ModelEntry(ids.model_id_for_checkpoint(ck), str(ck), objective, beta=info.get("beta"),
-                                      lam=info.get("lam"), step=info.get("step"), pairs_seen=info.get("pairs_seen"),
-                                      run=run))
+    for run, _, _ in run_names(ctx.cfg):
+        entries += checkpoints_of_run(ctx.rd.train(run))
     return entries
 
 

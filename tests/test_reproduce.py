@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -28,8 +29,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory, tiny_model_dir, fastchat_data_dir):
+def tiny_setup(tmp_path_factory, fastchat_data_dir):
+    from trainer.tiny import build_tiny_model
+
     d = tmp_path_factory.mktemp("tiny-reproduce")
+    # big enough that a training step takes tens of milliseconds: the kills below must land mid-run
+    tiny_model_dir = build_tiny_model(d / "model", hidden_size=128, num_layers=4)
     train, held = split_train_eval(load_default_prefs())
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train[:12]))
     (d / "rated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held[:10]))
@@ -72,7 +77,7 @@ def run_until(config: Path, out: Path, stop_when, timeout: float = 300) -> None:
         if time.time() - t0 > timeout:
             proc.kill()
             pytest.fail("reproduce did not reach the kill point in time")
-        time.sleep(0.05)
+        time.sleep(0.01)
     if proc.poll() is not None:
         pytest.fail(f"reproduce ended (rc {proc.returncode}) before the kill point:\n{proc.stderr.read()[-3000:]}")
     proc.send_signal(signal.SIGKILL)
@@ -204,3 +209,83 @@ def test_shipped_configs_load():
         assert cfg.train.beta == 0.1 and cfg.train.learning_rate == 5e-7 and cfg.train.optimizer == "rmsprop"
     default = load_config(None)
     assert default.model == "default" and default.data == "default"
+
+
+EXPECTED_TABLES = ("training_log", "table5_training_time", "table2_winrates", "figure2a_lambda", "figure2b_training",
+                   "winrate_curves", "leaderboard_scores", "table3_leaderboard", "table4_correlation", "table4_summary")
+EXPECTED_FIGURES = ("figure1_margin_accuracy", "figure1_prompted_accuracy", "training_curves", "table2_outcomes",
+                    "figure2a_lambda", "figure2b_training", "winrate_curves", "figure3_leaderboard", "table4_scatter")
+
+
+def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny_model_dir, fastchat_data_dir,
+                                                                            tmp_path, capsys):
+    """The whole pipeline on a tiny model, a local judge (the tiny model itself) and local lm-eval tasks:
+    every table and figure is made and holds numbers; then a judge-only rerun on the run directory asks
+    for nothing and writes no new file, and `figures` twice gives identical tables, the judge's kept."""
+    from analysis.report import build_report
+    from lb_tasks import write_local_tasks
+    from srdpo_eval.cli import main
+
+    train, held = split_train_eval(load_default_prefs())
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train[:8]))
+    (tmp_path / "rated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held[:8]))
+    tasks = write_local_tasks(tmp_path)
+    cfg = {
+        "name": "tiny-local", "model": str(tiny_model_dir), "data": str(tmp_path / "train.jsonl"),
+        "train": {"objectives": ["dpo", "sr-dpo"], "lam_sweep": [0.0], "learning_rate": 1e-3, "optimizer": "adamw",
+                  "warmup_steps": 0, "batch_size": 2, "save_every": 2, "max_length": 256, "max_prompt_length": 128,
+                  "device": "cpu", "progress": False},
+        "bench": {"benches": ["mt_bench"], "data_dir": str(fastchat_data_dir), "limit": 3, "max_new_tokens": 6,
+                  "batch_size": 3, "checkpoints": "all"},
+        "judge": {"backend": "local", "local_model": str(tiny_model_dir), "pairs": [["sr-dpo", "dpo"]],
+                  "baseline": "sft"},
+        "leaderboard": {"include_path": [str(tasks)], "include_defaults": False, "offline": True, "limit": 2,
+                        "batch_size": 4, "device": "cpu", "dtype": "float32", "gen_max_new_tokens": 8,
+                        "checkpoints": "all"},
+        "delta": {"pairs": str(tmp_path / "rated.jsonl"), "batch_size": 4},
+        "analysis": {"n_boot": 50},
+    }
+    config = tmp_path / "tiny-local.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["reproduce", "--config", str(config), "--output", str(run)]) == 0
+
+    judge = f"local-{tiny_model_dir.name}"
+    for name in EXPECTED_TABLES:
+        t = pd.read_csv(run / "tables" / f"{name}.csv")
+        assert len(t) and t.select_dtypes("number").notna().any().any(), name
+    t3 = pd.read_csv(run / "tables" / "table3_leaderboard.csv").set_index("objective")
+    assert {"sft", "dpo", "sr-dpo"} <= set(t3.index) and t3[["arc_challenge", "gsm8k", "average"]].notna().all().all()
+    t2 = pd.read_csv(run / "tables" / "table2_winrates.csv")
+    assert set(zip(t2["model_a"], t2["model_b"])) == {("sr-dpo", "dpo")} and t2["n"].iloc[0] == 6
+    t4 = pd.read_csv(run / "tables" / "table4_correlation.csv")
+    assert set(t4["model_id"]) == {"dpo", "sr-dpo", "sr-dpo-lam0"} and t4["estimate"].notna().all()
+    for name in (f"mt_bench_scores_{judge}", f"mt_bench_categories_{judge}"):
+        assert len(pd.read_csv(run / "tables" / f"{name}.csv")), name
+    rep = build_report(run, n_boot=50)
+    figures = {n: f for s in rep.sections for n, f in s.figures.items()}
+    for name in EXPECTED_FIGURES:
+        assert name in figures, name
+        drawn = [a for a in figures[name].axes if a.lines or a.patches or a.collections]
+        assert drawn, f"{name} has no data drawn"
+
+    # a judge-only rerun on the run directory: the same judge id, nothing asked, no new file
+    judgments = run / "mt_bench" / "model_judgment"
+    before = {p.name: p.read_bytes() for p in judgments.iterdir()}
+    common = ["judge", str(run), "--judge-backend", "local", "--judge-model", str(tiny_model_dir),
+              "--data-dir", str(fastchat_data_dir), "--limit", "3", "--no-progress"]
+    capsys.readouterr()
+    assert main([*common, "--mode", "single"]) == 0
+    assert main([*common, "--mode", "pairwise", "--models", "sr-dpo", "dpo"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("requested 0, written 0") == 2, out
+    assert {p.name: p.read_bytes() for p in judgments.iterdir()} == before
+    judge_tables = sorted((run / "tables" / "judge").glob("*.csv"))
+    assert judge_tables
+
+    # figures twice: identical tables, and the judge's tables are still there
+    assert main(["figures", str(run), "--n-boot", "50"]) == 0
+    first = {p.name: p.read_bytes() for p in (run / "tables").glob("*.csv")}
+    assert main(["figures", str(run), "--n-boot", "50"]) == 0
+    assert {p.name: p.read_bytes() for p in (run / "tables").glob("*.csv")} == first
+    assert sorted((run / "tables" / "judge").glob("*.csv")) == judge_tables
