@@ -14,11 +14,12 @@ import logging
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.fastchat_data import DataError, Question, iter_jsonl, load_answers
-from contracts.settings import option
+from benchmarks.fastchat_data import DataError, Question, load_answers
+from contracts.errors import UserError
+from contracts.settings import ConfigError, option
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,43 @@ class GenerationConfig:
     device: str | None = option(None, choices=("cpu", "cuda"), help="default: cuda if available")
     trust_remote_code: bool = option(False, action="store_true")
 
+    def check(self) -> None:
+        if self.conv_template is not None:
+            from fastchat.conversation import conv_templates  # only this module of fschat (no torch deps)
+
+            if self.conv_template not in conv_templates:
+                import difflib
+
+                close = difflib.get_close_matches(self.conv_template, conv_templates, n=3)
+                raise ConfigError(f"conv_template {self.conv_template!r}: not a FastChat conversation template"
+                                  + (f" (did you mean {', '.join(close)}?)" if close else ""))
+
+
+# Settings that do not change an answer (they are left out of the answers' key).
+_NOT_IN_KEY = ("device", "trust_remote_code")
+
+
+def answers_key(checkpoint_sha256: str, cfg: GenerationConfig) -> dict:
+    """What an answer depends on: the checkpoint's content and the generation settings. Stored in every
+    record (field ``srdpo``), so answers made another way are never mixed into a file."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_KEY}
+    return {"checkpoint_sha256": checkpoint_sha256, **settings}
+
+
+def _check_key(path: Path, records: dict[int, dict], key: dict) -> None:
+    for qid, rec in records.items():
+        have = rec.get("srdpo")
+        if have == key:
+            continue
+        if not isinstance(have, dict):
+            why = "were not made by this command (no 'srdpo' key)"
+        else:
+            diff = next(k for k in key if have.get(k) != key[k])
+            why = (f"were made from another checkpoint" if diff == "checkpoint_sha256"
+                   else f"were made with {diff} {have.get(diff)!r}, not {key[diff]!r}")
+        raise UserError(f"{path}: its answers (question {qid} first) {why}; give another --model-id, or "
+                        "remove the file to answer again")
+
 
 def load_generator(checkpoint: str | Path, cfg: GenerationConfig):
     """The generator for ``cfg.backend`` with the checkpoint loaded."""
@@ -68,44 +106,40 @@ def load_generator(checkpoint: str | Path, cfg: GenerationConfig):
     if cfg.backend == "vllm":
         return generation.VLLMGenerator(checkpoint, dtype=cfg.dtype, conv_template=cfg.conv_template,
                                         trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
-    raise ValueError(f"unknown backend {cfg.backend!r}: use 'hf' or 'vllm'")
+    raise UserError(f"backend {cfg.backend!r}: use 'hf' or 'vllm'")
 
 
-def answer_record(question_id: int, model_id: str, turns: list[str]) -> dict:
-    """One line of a FastChat answer file."""
+def answer_record(question_id: int, model_id: str, turns: list[str], key: dict | None = None) -> dict:
+    """One line of a FastChat answer file (FastChat ignores the extra ``srdpo`` key)."""
     try:
         import shortuuid  # what FastChat uses (installed with fschat)
 
         answer_id = shortuuid.uuid()
     except ImportError:
         answer_id = uuid.uuid4().hex
-    return {"question_id": question_id, "answer_id": answer_id, "model_id": model_id,
-            "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()}
+    rec = {"question_id": question_id, "answer_id": answer_id, "model_id": model_id,
+           "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()}
+    if key is not None:
+        rec["srdpo"] = key
+    return rec
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line left unterminated by a killed writer (it was never a complete record)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1
-    log.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(data) - keep)
-    with path.open("r+b") as f:
-        f.truncate(keep)
+def _read_partial(path: Path, questions: dict[int, Question], key: dict) -> dict[int, list[str]]:
+    """Turns already answered for unfinished questions: ``question_id -> [turn 1, ...]`` (a side file of
+    the same key only: made otherwise, it is discarded)."""
+    from contracts.jsonl import read_jsonl_lines
 
-
-def _read_partial(path: Path, questions: dict[int, Question]) -> dict[int, list[str]]:
-    """Turns already answered for unfinished questions: ``question_id -> [turn 1, ...]``."""
     done: dict[int, list[str]] = {}
     if not path.is_file():
         return done
-    _drop_torn_tail(path)
-    for n, rec in iter_jsonl(path):
+    for n, rec in read_jsonl_lines(path, repair_tail=True, error=DataError):
         qid, turn, text = rec.get("question_id"), rec.get("turn"), rec.get("text")
         if not (isinstance(qid, int) and isinstance(turn, int) and isinstance(text, str)):
             raise DataError(f"{path}:{n}: fields 'question_id' (int), 'turn' (int), 'text' (str) expected")
+        if rec.get("srdpo") != key:
+            log.warning("%s: turns made with other settings, discarded", path)
+            path.unlink()
+            return {}
         if qid in questions and turn == len(done.get(qid, [])):  # only contiguous turns are usable
             done.setdefault(qid, []).append(text)
     return done
@@ -124,11 +158,6 @@ def _batches(items: list, lengths: list[int], temps: list[float], batch_size: in
         yield batch
 
 
-def _append(f, rec: dict) -> None:
-    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    f.flush()
-
-
 def _reorganize(path: Path) -> None:
     """Sort by question_id and keep one record per question (FastChat's reorg_answer_file), atomically."""
     recs = load_answers(path)
@@ -141,35 +170,46 @@ def _reorganize(path: Path) -> None:
 
 def generate_answers(checkpoint: str | Path, questions: list[Question], out_path: str | Path, *,
                      model_id: str, cfg: GenerationConfig | None = None, generator=None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, hash_cache: Path | None = None) -> Path:
     """Answer every question not yet answered in ``out_path`` (FastChat answer JSONL); return the path.
 
+    Answers already there are kept only if they were made from the same checkpoint content with the same
+    settings (:func:`answers_key`); otherwise this refuses, naming the difference, and changes nothing.
     ``generator`` (optional) is an already loaded generator (see ``benchmarks.generation``) to reuse
-    across benchmarks; by default the checkpoint is loaded with ``cfg.backend``.
+    across benchmarks; by default the checkpoint is loaded with ``cfg.backend``. ``hash_cache``: where to
+    remember checkpoint file hashes (contracts.hashing).
     """
     from tqdm.auto import tqdm
 
+    from contracts.hashing import checkpoint_hash
+    from contracts.jsonl import JsonlAppender
+
     cfg = cfg or GenerationConfig()
+    cfg.check()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     partial_path = out_path.with_name(out_path.name + ".partial")
     by_id = {q.question_id: q for q in questions}
+    source = checkpoint if checkpoint is not None else getattr(generator, "checkpoint", None)
+    if source is None:
+        raise ValueError("generate_answers: give the checkpoint (or a generator that knows its checkpoint)")
+    key = answers_key(checkpoint_hash(source, hash_cache), cfg)
 
-    _drop_torn_tail(out_path)
-    existing = load_answers(out_path) if out_path.is_file() else {}
+    existing = load_answers(out_path, repair_tail=True) if out_path.is_file() else {}
+    _check_key(out_path, existing, key)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     finished = {qid for qid, rec in existing.items()
                 if qid in by_id and len(rec["choices"][0]["turns"]) >= len(by_id[qid].turns)}
     todo = [q for q in questions if q.question_id not in finished]
     if not todo:
         partial_path.unlink(missing_ok=True)
         return out_path
-    answered = _read_partial(partial_path, by_id)
+    answered = _read_partial(partial_path, by_id, key)
     remaining = sum(len(q.turns) - len(answered.get(q.question_id, [])) for q in todo)
     log.info("%s: %d of %d questions to answer (%d turns)", out_path, len(todo), len(questions), remaining)
 
     gen = generator if generator is not None else load_generator(checkpoint, cfg)
     bar = tqdm(total=remaining, desc=f"answers {model_id}", unit="turn", disable=not progress)
-    with out_path.open("a", encoding="utf-8") as out, partial_path.open("a", encoding="utf-8") as side:
+    with JsonlAppender(out_path) as out, JsonlAppender(partial_path) as side:
         for turn in range(max(len(q.turns) for q in todo)):
             due = [q for q in todo if len(q.turns) > turn and len(answered.get(q.question_id, [])) == turn]
             if not due:
@@ -196,9 +236,9 @@ def generate_answers(checkpoint: str | Path, questions: list[Question], out_path
                     q = due[i]
                     answered.setdefault(q.question_id, []).append(text)
                     if turn == len(q.turns) - 1:
-                        _append(out, answer_record(q.question_id, model_id, answered[q.question_id]))
+                        out.write(answer_record(q.question_id, model_id, answered[q.question_id], key))
                     else:
-                        _append(side, {"question_id": q.question_id, "turn": turn, "text": text})
+                        side.write({"question_id": q.question_id, "turn": turn, "text": text, "srdpo": key})
                 bar.update(len(idx))
     bar.close()
     _reorganize(out_path)

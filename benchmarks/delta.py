@@ -197,7 +197,7 @@ def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path,
     cfg = replace(cfg, beta=cfg.beta if cfg.beta is not None else defaults["beta"],
                   reduce=cfg.reduce or defaults["reduce"])
     records = sample_records(load_preference_data(str(pairs)), cfg.max_pairs, cfg.seed)
-    if records and not any(f in r for r in records for f in cfg.rating_fields):
+    if records and not any(all(f in r for f in cfg.rating_fields) for r in records):
         fields = sorted(k for k in records[0] if not k.startswith("_"))
         raise UserError(f"rating_fields {','.join(cfg.rating_fields)}: no record of {pairs} has these fields "
                         f"(a record has: {', '.join(fields)}); name the two rating fields (--rating-fields)")

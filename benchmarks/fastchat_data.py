@@ -122,17 +122,20 @@ def _answer_turns(rec: dict, where: str) -> list[str]:
     return _str_list(choices[0], "turns", f"{where}: choices[0]")
 
 
-def load_answers(path: str | Path) -> dict[int, dict]:
-    """A FastChat answer file as ``question_id -> record`` (records validated; a later line wins)."""
+def load_answers(path: str | Path, *, repair_tail: bool = False) -> dict[int, dict]:
+    """A FastChat answer file as ``question_id -> record`` (records validated). A question answered twice
+    (a file made elsewhere) keeps its first record, and the duplicates are counted in a warning.
+    ``repair_tail``: a last line cut off by a killed writer is removed from the file."""
+    from contracts.jsonl import dedupe, read_jsonl_lines
+
     path = Path(path)
-    out: dict[int, dict] = {}
-    for n, rec in iter_jsonl(path):
+    records = read_jsonl_lines(path, repair_tail=repair_tail, error=DataError)
+    for n, rec in records:
         where = f"{path}:{n}"
-        qid = _field(rec, "question_id", int, where)
+        _field(rec, "question_id", int, where)
         _field(rec, "model_id", str, where)
         _answer_turns(rec, where)
-        out[qid] = rec
-    return out
+    return {rec["question_id"]: rec for _, rec in dedupe(records, lambda r: r["question_id"], path, what="answers")}
 
 
 def load_questions(data_dir: str | Path, bench: str) -> list[Question]:

@@ -141,6 +141,7 @@ class HFGenerator:
                  conv_template: str | None = None, trust_remote_code: bool = False):
         from trainer.modeling import load_causal_lm
 
+        self.checkpoint = Path(checkpoint)  # what the answers depend on (benchmarks.answers.answers_key)
         self.model, self.tokenizer = load_causal_lm(
             checkpoint, dtype=dtype, device=device, trust_remote_code=trust_remote_code
         )
@@ -196,6 +197,7 @@ class VLLMGenerator:
             ) from e
         from trainer.modeling import load_tokenizer
 
+        self.checkpoint = Path(checkpoint)
         self.vllm = vllm
         self.tokenizer = load_tokenizer(checkpoint, trust_remote_code=trust_remote_code)
         self.fmt = ChatFormat(self.tokenizer, conv_template)

@@ -13,17 +13,15 @@ from contracts.run_dir import RunDir
 
 
 def register(subparsers) -> None:
+    from benchmarks.judge.config import JudgeConfig
+    from contracts.settings import add_flags
+
     p = subparsers.add_parser(
         "judge", help="judge MT-Bench / Vicuna-Bench answers with GPT-4 or any OpenAI-compatible model",
         description="Judge existing answers (FastChat llm_judge rules), resumable and cached; print and save "
-                    "the result tables under RUN_DIR/tables/. The API key is read from the environment only.")
+                    "the result tables under RUN_DIR/tables/judge/. The API key is read from the environment only.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--judge-model", required=True,
-                   help="judge model name (e.g. gpt-4); with --judge-backend local a checkpoint directory, or "
-                        "'default' for the default model")
-    p.add_argument("--judge-backend", choices=("openai", "local"), default="openai")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    add_flags(p, JudgeConfig)
     p.add_argument("--bench", choices=(*BENCHES, "all"), default="all",
                    help="'all': every benchmark with answer files in RUN_DIR")
     p.add_argument("--mode", choices=("single", "pairwise"), default="single")
@@ -31,38 +29,33 @@ def register(subparsers) -> None:
                    help="single: models to grade (default: all answer files); pairwise: A B judges A vs B "
                         "(more than two: every pair)")
     p.add_argument("--baseline", default=None, help="pairwise: judge each of --models against this model")
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--max-retries", type=int, default=8)
     p.add_argument("--data-dir", default=None, help="FastChat llm_judge data folder")
     p.add_argument("--limit", type=int, default=None,
                    help="judge only the first N questions (as answered with `answers --limit N`)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write RUN_DIR/judge_cache.sqlite")
-    p.add_argument("--dry-run", action="store_true", help="count calls, cache hits, tokens and cost; call nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="count calls, cache hits, tokens and cost; call nothing (no API key needed)")
     p.add_argument("--price-in", type=float, default=None, help="USD per 1M prompt tokens (dry-run estimate)")
     p.add_argument("--price-out", type=float, default=None, help="USD per 1M completion tokens (dry-run estimate)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_judge)
 
 
-def _backend(args):
-    if args.judge_backend == "local":
-        from benchmarks.judge.local import LocalJudge
+def _config(args):
+    from dataclasses import fields
 
-        return LocalJudge(local_judge_path(args.judge_model))
-    from benchmarks.judge.openai_backend import OpenAIBackend
+    from benchmarks.judge.config import JudgeConfig
+    from contracts.settings import FlagSource, apply, check_required, given
 
-    return OpenAIBackend(args.judge_model, base_url=args.base_url, api_key_env=args.api_key_env,
-                         timeout=args.timeout, max_retries=args.max_retries)
-
-
-def local_judge_path(model: str) -> str:
-    """A local judge's checkpoint: a directory, or 'default' for the default model (converted once)."""
-    if model == "default":
-        from trainer.default_model import default_model_checkpoint
-
-        return str(default_model_checkpoint())
-    return model
+    flags = {"backend": "--judge-backend", "model": "--judge-model"}
+    cfg = apply(JudgeConfig(), given(args, [f.name for f in fields(JudgeConfig)]), FlagSource(flags))
+    check_required(cfg, FlagSource(flags))
+    for flag, v in (("--limit", args.limit), ("--price-in", args.price_in), ("--price-out", args.price_out)):
+        if v is not None and v < (1 if flag == "--limit" else 0):
+            raise UserError(f"{flag}: must be >= {1 if flag == '--limit' else 0}, got {v}")
+    if not RunDir(args.run_dir).root.is_dir():
+        raise UserError(f"{args.run_dir}: run directory not found")
+    return cfg
 
 
 def _pairs(args, available: list[str]) -> list[tuple[str, str]]:
@@ -94,38 +87,46 @@ def run_judge(args: argparse.Namespace) -> int:
 def _run_judge(args: argparse.Namespace) -> int:
     import asyncio
 
-    from benchmarks.judge.run import JudgeRunError, judge_async, list_answer_models
+    from benchmarks.judge.config import judge_name, make_backend
+    from benchmarks.judge.run import JudgeRunError, judge_async, judge_plan, list_answer_models
 
-    backend = _backend(args)
+    cfg = _config(args)
     benches = _benches(args)
     jobs = []
     for bench in benches:
-        kw = dict(data_dir=args.data_dir, concurrency=args.concurrency, cache=not args.no_cache,
-                  dry_run=args.dry_run, progress=not args.no_progress, price_in=args.price_in,
-                  price_out=args.price_out)
+        kw = dict(data_dir=args.data_dir, cache=not args.no_cache, price_in=args.price_in, price_out=args.price_out)
         if args.mode == "single":
             kw["models"] = args.models
         else:
             kw["pairs"] = _pairs(args, list_answer_models(args.run_dir, bench))
         jobs.append((bench, kw))
 
-    async def main() -> list:
-        results = []
-        try:
-            for bench, kw in jobs:
-                try:
-                    results.append((bench, kw, await judge_async(args.run_dir, bench, backend, mode=args.mode,
-                                                                limit=args.limit, **kw)))
-                except JudgeRunError as e:
-                    results.append((bench, kw, e))
-        finally:
-            if hasattr(backend, "aclose"):
-                await backend.aclose()
-        return results
+    name = judge_name(cfg)
+    if args.dry_run:  # no backend: no key needed, no model loaded
+        results = [(bench, kw, judge_plan(args.run_dir, bench, name, mode=args.mode, limit=args.limit, **kw))
+                   for bench, kw in jobs]
+    else:
+        backend = make_backend(cfg)
 
+        async def main() -> list:
+            results = []
+            try:
+                for bench, kw in jobs:
+                    try:
+                        results.append((bench, kw, await judge_async(
+                            args.run_dir, bench, backend, mode=args.mode, limit=args.limit,
+                            concurrency=cfg.concurrency, progress=not args.no_progress, **kw)))
+                    except JudgeRunError as e:
+                        results.append((bench, kw, e))
+            finally:
+                if hasattr(backend, "aclose"):
+                    await backend.aclose()
+            return results
+
+        results = asyncio.run(main())
     status = 0
-    for bench, kw, result in asyncio.run(main()):
-        print(f"\n== {bench} ({args.mode}, judge {backend.model})")
+    for bench, kw, result in results:
+        print(f"\n== {bench} ({args.mode}, judge {name})")
         if isinstance(result, JudgeRunError):
             print(result.summary.describe())
             print(f"error: {result}", file=sys.stderr)
@@ -133,7 +134,7 @@ def _run_judge(args: argparse.Namespace) -> int:
             continue
         print(result.describe())
         if not args.dry_run:
-            _tables(args.run_dir, bench, args.mode, backend.model, kw, result.path)
+            _tables(args.run_dir, bench, args.mode, name, kw, result.path)
     return status
 
 

@@ -43,7 +43,6 @@ class LeaderboardError(UserError):
 
 TaskSpec = LeaderboardTask  # one row of the task table (contracts.benches)
 TASKS_BY_NAME = TASKS
-_HASH_CACHE = ".checkpoint_hashes.json"
 
 
 @dataclass
@@ -54,7 +53,10 @@ class LeaderboardConfig:
                                     metavar="TASK,...", help="leaderboard tasks")
     limit: int | float | None = option(None, gt=0, help="documents per (sub)task (a fraction if < 1); "
                                                         "smoke runs only, not comparable with the paper")
-    batch_size: int | str = option("auto", help="an integer, or 'auto' (lm-eval finds the largest that fits)")
+    batch_size: int | str = option("auto", valid=lambda b: None if (isinstance(b, int) and b >= 1) or b == "auto"
+                                   or (isinstance(b, str) and b.startswith("auto:")) else
+                                   "expected a positive integer or 'auto'",
+                                   help="an integer, or 'auto' (lm-eval finds the largest that fits)")
     max_batch_size: int = option(64, ge=1)
     backend: str = option("hf", choices=("hf", "vllm"))
     dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16", "fp32", "bf16"),
@@ -73,15 +75,7 @@ class LeaderboardConfig:
     gen_max_new_tokens: int | None = option(None, ge=1, help="override generate_until length (tests)")
 
     def check(self) -> None:
-        b = self.batch_size
-        if isinstance(b, str) and not (b == "auto" or b.startswith("auto:")):
-            from contracts.settings import ConfigError
-
-            raise ConfigError(f"batch_size: expected an integer or 'auto', got {b!r}")
-        if isinstance(b, int) and b < 1:
-            from contracts.settings import ConfigError
-
-            raise ConfigError(f"batch_size: must be >= 1, got {b}")
+        """(Each option is checked as it is set: nothing across options to check.)"""
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -445,7 +439,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
     plan, scores = [], {m: {} for m in ids}
     for model_id, ckpt in checkpoints:
         ckpt = check_checkpoint(ckpt)
-        h = checkpoint_hash(ckpt, lb / _HASH_CACHE)
+        h = checkpoint_hash(ckpt, RunDir(out_dir).hash_cache)
         for spec in specs:
             settings = result_settings(spec, cfg, h)
             key = _settings_key(settings)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmarks.judge.jsonl import read_jsonl_lines, require
+from benchmarks.judge.jsonl import dedupe, read_jsonl_lines, require
 from contracts.errors import UserError
 from contracts.tables import PAIR_FIELDS, SINGLE_FIELDS, WINNERS
 
@@ -25,11 +25,22 @@ def _judge_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _judge_name(rec: dict):
+    j = rec.get("judge")
+    return j[0] if isinstance(j, (list, tuple)) and j else j
+
+
 def load_single_judgments(path: str | Path) -> pd.DataFrame:
-    """A FastChat single-grading file as a DataFrame (plus judge_model / judge_prompt columns)."""
+    """A FastChat single-grading file as a DataFrame (plus judge_model / judge_prompt columns).
+
+    A (judge, question, model, turn) graded twice (two runs into one file, files concatenated by hand)
+    counts once: the first record is kept and the duplicates are counted in a warning."""
     rows = []
-    for line, rec in read_jsonl_lines(path):
+    lines = read_jsonl_lines(path)
+    for line, rec in lines:
         require(rec, SINGLE_FIELDS, path, line)
+    key = lambda r: (_judge_name(r), r["question_id"], r["model"], r["turn"])  # noqa: E731
+    for line, rec in dedupe(lines, key, path, what="single-grading judgments"):
         if not isinstance(rec["score"], (int, float)) or isinstance(rec["score"], bool):
             raise UserError(f"{path}:{line}: field 'score' must be a number, got {rec['score']!r}")
         if rec["turn"] not in (1, 2):
@@ -88,10 +99,16 @@ def mt_bench_category_scores(df: pd.DataFrame, questions=None, *, data_dir=None,
 # ---------------------------------------------------------------------------------------------- pairwise
 
 def load_pair_judgments(path: str | Path) -> pd.DataFrame:
-    """A FastChat pairwise file as a DataFrame (plus judge_model / judge_prompt columns)."""
+    """A FastChat pairwise file as a DataFrame (plus judge_model / judge_prompt columns).
+
+    A comparison judged twice (in either order of the two models) counts once: the first record is kept
+    and the duplicates are counted in a warning."""
     rows = []
-    for line, rec in read_jsonl_lines(path):
+    lines = read_jsonl_lines(path)
+    for line, rec in lines:
         require(rec, PAIR_FIELDS, path, line)
+    key = lambda r: (_judge_name(r), r["question_id"], *sorted((r["model_1"], r["model_2"])), r["turn"])  # noqa: E731
+    for line, rec in dedupe(lines, key, path, what="pairwise judgments"):
         for name in ("g1_winner", "g2_winner"):
             if rec[name] not in WINNERS:
                 raise UserError(f"{path}:{line}: field {name!r} must be one of {WINNERS}, got {rec[name]!r}")

@@ -74,6 +74,11 @@ class RunDir:
         return self.bench(bench) / "model_judgment" / f"{safe_name(judge)}_{kind}.jsonl"
 
     @property
+    def hash_cache(self) -> Path:
+        """Checkpoint file hashes by (path, size, mtime) (contracts.hashing), shared by every stage."""
+        return self.root / ".checkpoint_hashes.json"
+
+    @property
     def judge_cache(self) -> Path:
         return self.root / "judge_cache.sqlite"
 

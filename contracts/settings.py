@@ -28,16 +28,17 @@ class ConfigError(UserError):
 
 def option(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", choices=None,
            ge: float | None = None, gt: float | None = None, le: float | None = None, flags: tuple[str, ...] = (),
-           flag: str | None = None, cli: bool = True, action: str | None = None, metavar: str | None = None, required: bool = False):
+           flag: str | None = None, cli: bool = True, action: str | None = None, metavar: str | None = None,
+           required: bool = False, valid=None):
     """A dataclass field with what a flag, a YAML key and their validation need to know.
 
     ``choices``/``ge``/``gt``/``le`` are checked on every value (on each element of a list);
     ``flag``: the flag's name (default ``--field-name``); ``flags``: extra spellings; ``cli=False``: no
     flag; ``action``: "store_true"/"store_false" for a bare switch; ``required``: the value must be set
-    (a None default means "not given").
+    (a None default means "not given"); ``valid``: value → None if fine, else what is wrong with it.
     """
     md = dict(help=help, choices=tuple(choices) if choices else None, ge=ge, gt=gt, le=le, flags=tuple(flags),
-              flag=flag, cli=cli, action=action, metavar=metavar, required=required)
+              flag=flag, cli=cli, action=action, metavar=metavar, required=required, valid=valid)
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=md)
     return field(default=default, metadata=md)
@@ -182,6 +183,9 @@ def check_range(md, value, where: str) -> None:
     """The field's choices and bounds, on a value or on each element of a list."""
     if value is None:
         return
+    problem = md.get("valid") and md["valid"](value)
+    if problem:
+        raise ConfigError(f"{where}: {problem}, got {value!r}")
     for i, v in enumerate(value if isinstance(value, (list, tuple)) else [value]):
         at = f"{where}[{i}]" if isinstance(value, (list, tuple)) else where
         if md.get("choices") and v not in md["choices"]:

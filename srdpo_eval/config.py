@@ -8,6 +8,7 @@ can be set here, with the stage's default written once, in the stage:
     bench:        benchmarks.answers.GenerationConfig, + benches, limit, checkpoints, data_dir
     leaderboard:  benchmarks.leaderboard.LeaderboardConfig, + enabled, checkpoints
     delta:        benchmarks.delta.DeltaConfig, + enabled, pairs
+    judge:        benchmarks.judge.config.JudgeConfig, + auto backend, local model, pairs, baseline
 
 Unknown keys and badly typed values are errors naming ``file:line`` and the key, before anything runs.
 ``judge_backend_kind`` fills what depends on the environment (which judge); the resolved config is
@@ -23,6 +24,7 @@ from typing import Any
 
 from benchmarks.answers import GenerationConfig
 from benchmarks.delta import DeltaConfig
+from benchmarks.judge.config import JudgeConfig
 from benchmarks.leaderboard import LeaderboardConfig
 from contracts import objectives
 from contracts.benches import BENCHES
@@ -68,19 +70,17 @@ DeltaSection = derive("DeltaSection", DeltaConfig, drop=("progress",), extra=(
 ))
 
 
-@dataclass
-class JudgeSection:
-    backend: str = option("auto", choices=("auto", "openai", "local"),
-                          help="auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local")
-    model: str = option("gpt-4", help="the OpenAI-compatible judge model")
-    base_url: str | None = option(None, help="OpenAI-compatible endpoint")
-    local_model: str | None = option(None, help="the local judge's checkpoint; default: the default model")
-    concurrency: int = option(16, ge=1)
-    single: bool = option(True, help="MT-Bench single grading (scores per model)")
+JudgeSection = derive("JudgeSection", JudgeConfig, drop=("backend", "model"), extra=(
+    ("backend", str, option("auto", choices=("auto", "openai", "local"),
+                            help="auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local")),
+    ("model", str, option("gpt-4", help="the OpenAI-compatible judge model")),
+    ("local_model", str | None, option(None, help="the local judge's checkpoint; default: the default model")),
+    ("single", bool, option(True, help="MT-Bench single grading (scores per model)")),
     # head-to-head pairs (the paper's Table 2)
-    pairs: list[list[str]] = option(
-        default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"], ["sr-dpo", "ipo"], ["sr-ipo", "dpo"]])
-    baseline: str | None = option("sft", help="also judge every model against this one (win-rate curves)")
+    ("pairs", list[list[str]], option(default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"],
+                                                               ["sr-dpo", "ipo"], ["sr-ipo", "dpo"]])),
+    ("baseline", str | None, option("sft", help="also judge every model against this one (win-rate curves)")),
+))
 
 
 @dataclass

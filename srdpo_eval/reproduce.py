@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import ids, objectives
+from contracts.errors import UserError
 from contracts.hashing import sha256_file as file_sha256
 from contracts.ids import START_ID
 from contracts.run_dir import ModelEntry, RunDir, checkpoints_of_run, write_models
@@ -68,6 +69,24 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
     return Context(cfg, rd, model, base, data, delta_pairs, kind, judge_model)
 
 
+def check_inputs(cfg: ReproduceConfig) -> None:
+    """Every input file and model the config names exists, before anything runs (a plan included)."""
+    from trainer.data import FILE_SUFFIXES
+    from trainer.modeling import check_model_path
+
+    for key, model in (("model", cfg.model), ("ref_model", cfg.ref_model), ("judge.local_model", cfg.judge.local_model)):
+        if model and model != "default":
+            try:
+                check_model_path(model)
+            except UserError as e:
+                raise UserError(f"config {key}: {e}") from None
+    for key, source in (("data", cfg.data), ("sft.data", cfg.sft.data), ("delta.pairs", cfg.delta.pairs)):
+        if source and source != "default":
+            p = Path(source.split(":")[0])
+            if (p.suffix.lower() in FILE_SUFFIXES or p.exists()) and not p.is_file():
+                raise UserError(f"config {key}: {source}: file not found")
+
+
 def write_default_split(folder: Path) -> tuple[Path, Path]:
     """The shipped pairs split into train and held-out (Table 4) JSONL files in the run directory."""
     from srdpo_eval.default_data import load_default_prefs, split_train_eval
@@ -83,19 +102,21 @@ def write_default_split(folder: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def _local_judge_path(ctx: Context) -> str:
-    return ctx.cfg.judge.local_model or ctx.base_model
+def judge_config(ctx: Context):
+    """The judge stage's config for this run (the judge: section, with the backend decided)."""
+    from benchmarks.judge.config import JudgeConfig
+
+    j = ctx.cfg.judge
+    opts = values(j, {f.name for f in fields(JudgeConfig)} - {"backend", "model"})
+    model = j.model if ctx.judge_kind == "openai" else (j.local_model or ctx.base_model)
+    return JudgeConfig(**opts, backend=ctx.judge_kind, model=model)
 
 
 def make_judge_backend(ctx: Context):
     """A fresh judge backend (the judge runner closes its connections after each unit)."""
-    if ctx.judge_kind == "openai":
-        from benchmarks.judge.openai_backend import OpenAIBackend
+    from benchmarks.judge.config import make_backend
 
-        return OpenAIBackend(ctx.cfg.judge.model, base_url=ctx.cfg.judge.base_url)
-    from benchmarks.judge.local import LocalJudge
-
-    return LocalJudge(_local_judge_path(ctx))
+    return make_backend(judge_config(ctx))
 
 
 # --------------------------------------------------------------------------------------- phase 1
@@ -343,7 +364,8 @@ def _answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> U
         from benchmarks.fastchat_data import load_questions
 
         questions = load_questions(_bench_data_dir(ctx, bench), bench)[: b.limit]
-        path = generate_answers(m.path, questions, ctx.rd.answers(bench, m.model_id), model_id=m.model_id, cfg=gcfg)
+        path = generate_answers(m.path, questions, ctx.rd.answers(bench, m.model_id), model_id=m.model_id, cfg=gcfg,
+                                hash_cache=ctx.rd.hash_cache)
         return {"answers": str(path), "questions": len(questions)}
 
     return Unit(f"answers/{bench}/{m.model_id}", "answers",
@@ -460,19 +482,22 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
 
 
 def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
-    """Judge calls still to make: exact where the answers exist (the judge's own dry run: judgments
-    already written, cache hits, tokens, cost), else counted from the questions with a rough cost."""
+    """Judge calls still to make: exact where the answers exist and stay (the judge's own dry run:
+    judgments already written, cache hits, tokens, cost), else counted from the questions with a rough
+    cost: a judge unit whose settings or answers change starts from nothing, whatever files are there."""
     from benchmarks.fastchat_data import load_questions
     from benchmarks.judge.estimate import price_for
 
     calls = cached = counted = 0
     notes = []
-    todo = [u for u, a in plan(units, manifest) if u.stage == "judge" and a != "skip"]
+    actions = {u.name: a for u, a in plan(units, manifest)}
+    todo = [u for u in units if u.stage == "judge" and actions[u.name] != "skip"]
     for u in todo:
         bench = u.name.split("/")[1]
         models = u.key.get("pair") or u.key["models"]
         mode = "pairwise" if u.key.get("pair") else "single"
-        if all(ctx.rd.answers(bench, m).is_file() for m in models):
+        stays = actions[u.name] != "rerun" and all(actions.get(d) == "skip" for d in u.deps)
+        if stays and all(ctx.rd.answers(bench, m).is_file() for m in models):
             kw = dict(pairs=[tuple(models)]) if mode == "pairwise" else dict(models=models)
             summary = _judge_dry_run(ctx, bench, mode, kw)
             calls += summary.calls_needed
@@ -511,6 +536,7 @@ def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):
 def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | None = None,
               dry_run: bool = False) -> dict[str, str]:
     """Run (or with ``dry_run`` only plan) the whole pipeline in ``output``; return {unit: action}."""
+    check_inputs(cfg)
     rd = RunDir(Path(output))
     rd.root.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(rd.manifest)

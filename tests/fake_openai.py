@@ -25,6 +25,8 @@ function (n, body) -> kind | None. Kinds:
   "400"        bad request (not retryable)
   "slow"       sleeps ``slow_s`` seconds before answering normally (past a short client timeout)
   "malformed"  200 with a reply that holds no verdict
+  "badjson"    200 whose body is not valid JSON (a proxy cut it off)
+  "nocontent"  200 whose choices[0].message.content is null
   "drop"       closes the connection without answering
 
 ``write_answers(path, questions, model_id)`` writes a FastChat answer file with made-up turns
@@ -169,7 +171,16 @@ class FakeOpenAI:
                     return None
                 if fault == "slow":
                     time.sleep(fake.slow_s)
-                text = MALFORMED_REPLY if fault == "malformed" else fake.reply(body["messages"])
+                if fault == "badjson":
+                    data = b'{"id": "chatcmpl-cut", "choices": [{"index": 0, "mess'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return None
+                text = (MALFORMED_REPLY if fault == "malformed" else None if fault == "nocontent"
+                        else fake.reply(body["messages"]))
                 with fake._lock:
                     fake._completed += 1
                 self._send(200, {

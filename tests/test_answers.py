@@ -36,6 +36,7 @@ class Recording:
 
     def __init__(self, inner, fail_after: int | None = None):
         self.inner, self.fail_after, self.calls = inner, fail_after, []
+        self.checkpoint = inner.checkpoint
 
     def render(self, messages):
         return self.inner.render(messages)
@@ -148,7 +149,9 @@ def test_answer_file_is_fastchat_format(hf, mt, tmp_path):
     recs = [json.loads(line) for line in lines]
     assert [r["question_id"] for r in recs] == sorted(q.question_id for q in qs)
     for r in recs:
-        assert list(r) == ["question_id", "answer_id", "model_id", "choices", "tstamp"]
+        # FastChat's fields, then what the answer depends on (FastChat ignores the extra key)
+        assert list(r) == ["question_id", "answer_id", "model_id", "choices", "tstamp", "srdpo"]
+        assert r["srdpo"]["max_new_tokens"] == 4 and len(r["srdpo"]["checkpoint_sha256"]) == 64
         assert isinstance(r["answer_id"], str) and len(r["answer_id"]) >= 16
         assert r["model_id"] == "tiny-sft" and isinstance(r["tstamp"], float)
         assert list(r["choices"][0]) == ["index", "turns"] and r["choices"][0]["index"] == 0
@@ -250,17 +253,37 @@ def test_cli_answers(tiny_model_dir, fastchat_data_dir, tmp_path, capsys):
     (bad / "vicuna_bench").mkdir(parents=True)
     (bad / "judge_prompts.jsonl").write_text("")
     (bad / "vicuna_bench" / "question.jsonl").write_text('{"question_id": 1, "category": "x"}\n')
-    assert _cli(["answers", *argv[:-6], "--data-dir", str(bad)]) == 2
-    assert "question.jsonl:1: missing field 'turns'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="question.jsonl:1: missing field 'turns'"):
+        _cli(["answers", *argv[:-6], "--data-dir", str(bad)])
 
 
 def test_backend_errors(tiny_model_dir):
     from benchmarks.answers import load_generator
 
-    with pytest.raises(ValueError, match="unknown backend 'tgi'"):
+    with pytest.raises(ValueError, match="backend 'tgi'"):
         load_generator(tiny_model_dir, GenerationConfig(backend="tgi"))
     try:
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(RuntimeError, match=r"backend 'vllm' needs the vllm package"):
             load_generator(tiny_model_dir, GenerationConfig(backend="vllm"))
+
+
+def test_answers_made_otherwise_are_never_mixed_in(hf, mt, tmp_path):
+    qs = greedy_questions(mt, 3)
+    path = generate_answers(None, qs[:2], tmp_path / "m.jsonl", model_id="m", cfg=GenerationConfig(max_new_tokens=4),
+                            generator=hf, progress=False)
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # a valid last record without its newline: kept
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"m\.jsonl: its answers .* were made with max_new_tokens 4, not 5"):
+        generate_answers(None, qs, path, model_id="m", cfg=GenerationConfig(max_new_tokens=5), generator=hf,
+                         progress=False)
+    assert path.read_bytes() == before  # refused, and nothing was changed
+    rec = Recording(hf)
+    generate_answers(None, qs, path, model_id="m", cfg=GenerationConfig(max_new_tokens=4), generator=rec,
+                     progress=False)
+    assert rec.n_prompts == 2  # only the third question; the unterminated record was kept, not redone
+    recs = load_answers(path)
+    assert sorted(recs) == sorted(q.question_id for q in qs)
+    assert [json.loads(x)["answer_id"] for x in before.decode().splitlines()] == [
+        recs[q.question_id]["answer_id"] for q in qs[:2]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import openai
@@ -98,7 +99,7 @@ def test_base_url_from_environment(key, monkeypatch):
 def test_missing_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(RuntimeError, match="MY_JUDGE_KEY"):
+    with pytest.raises(ValueError, match="MY_JUDGE_KEY"):
         OpenAIBackend("gpt-4", api_key_env="MY_JUDGE_KEY")
 
 
@@ -113,3 +114,24 @@ def test_one_backend_serves_successive_event_loops(key):
         backend = OpenAIBackend("gpt-4", base_url=server.base_url, **FAST)
         assert chat(backend) == chat(backend) == scripted_reply(MSGS)
         assert server.completed == 2
+
+
+@pytest.mark.parametrize("fault", ["badjson", "nocontent"])
+def test_replies_that_are_not_a_completion_are_retried(key, fault):
+    with FakeOpenAI(faults={0: fault}) as server:
+        assert chat(OpenAIBackend("gpt-4", base_url=server.base_url, **FAST)) == scripted_reply(MSGS)
+        assert server.requests == 2  # the bad 200, then the good one
+
+
+def test_refused_connections_end_the_run_quickly_naming_the_url(key):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    backend = OpenAIBackend("gpt-4", base_url=url, max_retries=8)
+    t0 = time.time()
+    with pytest.raises(ValueError, match=re.escape(url) + ": the judge endpoint refused 3 connections in a row"):
+        chat(backend)
+    assert time.time() - t0 < 30

@@ -405,3 +405,36 @@ def test_cli_local_judge_backend(tmp_path, small_data, tiny_model_dir, capsys):
     assert len(recs) == len(load_questions(small_data, "vicuna_bench"))
     assert all(1 <= r["score"] <= 10 and r["judge"][0].startswith("local-") for r in recs)
     assert "alpha" in capsys.readouterr().out
+
+
+def test_killed_run_with_faults_of_every_kind_completes_on_its_first_rerun(tmp_path, small_data, key):
+    """Transient faults of every kind on the way (429, 5xx, dropped connection, cut-off body, no content,
+    a slow reply past the timeout); killed midway; the first rerun writes every judgment exactly once."""
+    run = make_run(tmp_path, small_data)
+    path = RunDir(run).judgments("mt_bench", "gpt-4", "single")
+    total = 2 * n_turns(small_data, "mt_bench")
+    kinds = ["429", "500", "drop", "badjson", "nocontent", "slow"]
+    faults = lambda n, body: kinds[n % len(kinds)] if n % 3 == 0 else None  # noqa: E731
+    code = ("import sys; from benchmarks.judge.openai_backend import OpenAIBackend; "
+            "from benchmarks.judge.run import judge_single; "
+            "judge_single(sys.argv[1], 'mt_bench', OpenAIBackend('gpt-4', base_url=sys.argv[2], timeout=0.5, "
+            "backoff_initial=0.01, backoff_max=0.05), data_dir=sys.argv[3], concurrency=2, progress=False)")
+    with FakeOpenAI(latency=0.1, faults=faults, retry_after=0.05, slow_s=1.0) as server:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(run), server.base_url, str(small_data)], cwd=REPO,
+                                env={**os.environ, "OPENAI_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while (not path.exists() or len(path.read_text().splitlines()) < 4) and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 4 <= len(lines(path)) < total
+        faulty_before = sum(1 for e in server.log if e["fault"])
+        s = judge_single(run, "mt_bench", OpenAIBackend("gpt-4", base_url=server.base_url, timeout=0.5,
+                                                         backoff_initial=0.01, backoff_max=0.05),
+                         data_dir=small_data, concurrency=2, progress=False)
+        assert sum(1 for e in server.log if e["fault"]) > faulty_before  # the rerun met faults too
+    assert s.failed == [] and s.matches == total
+    recs = lines(path)
+    assert len(recs) == total and len({(r["question_id"], r["model"], r["turn"]) for r in recs}) == total
+    assert all(r["score"] != -1 for r in recs)  # no bad reply was taken for a verdict

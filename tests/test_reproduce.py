@@ -161,6 +161,16 @@ def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch, capsys):
         # are answered from the cache as the run goes
         assert 0 < made <= to_make - cached, plan_text
 
+        # a changed setting: the plan counts the calls that will follow, not the stale files' state
+        cfg.bench.max_new_tokens = 5
+        reproduce(cfg, clean, dry_run=True)
+        plan_text = capsys.readouterr().out
+        to_make = int(plan_text.split(" calls to make, ")[0].rsplit(" ", 1)[-1])
+        before = server.requests
+        reproduce(cfg, clean)
+        made = server.requests - before
+        assert 0 < made <= to_make, plan_text
+
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tiny_setup, capsys):
     folder, model, data_dir = tiny_setup

@@ -200,3 +200,22 @@ def test_malformed_judgment_files_name_file_line_field(tmp_path):
     (tmp_path / "j.jsonl").write_text('{"question_id": 1}\n{not json\n')
     with pytest.raises(ValueError, match=r"j\.jsonl:2: invalid JSON"):
         R.load_single_judgments(tmp_path / "j.jsonl")
+
+
+def test_duplicated_judgments_count_once_with_a_warning(tmp_path, caplog):
+    # two runs appended into one file (or files concatenated by hand): each judgment must count once
+    single = [{"question_id": q, "model": "m", "judge": ["gpt-4", "single-v1"], "score": s, "turn": 1}
+              for q, s in ((81, 6), (82, 6))]
+    path = write_jsonl(tmp_path / "s.jsonl", single + [{**single[0], "score": 10}])
+    with caplog.at_level("WARNING"):
+        scores = R.mt_bench_scores(R.load_single_judgments(path))
+    assert scores.loc["m", "overall"] == 6.0  # not (6 + 6 + 10) / 3
+    assert "1 duplicate single-grading judgments dropped" in caplog.text
+    pair = {"question_id": 81, "model_1": "A", "model_2": "B", "g1_winner": "model_1", "g2_winner": "model_1",
+            "judge": ["gpt-4", "pair-v2"], "turn": 1}
+    swapped = {**pair, "model_1": "B", "model_2": "A", "g1_winner": "model_2", "g2_winner": "model_2"}
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        df = R.load_pair_judgments(write_jsonl(tmp_path / "p.jsonl", [pair, pair, swapped]))
+    assert len(R.pairwise_outcomes(df, "A", "B")) == 1
+    assert "2 duplicate pairwise judgments dropped" in caplog.text

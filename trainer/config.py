@@ -77,6 +77,45 @@ class TrainConfig(DataConfig):
         return asdict(self)
 
 
+# Options that change how a run executes, not what it computes: a resumed run may differ in these only.
+EXECUTION_ONLY = ("output", "resume", "progress", "device", "micro_batch_size", "chunk_size", "ref_batch_size",
+                  "ref_cache_dir", "verify_logps", "compile", "gradient_checkpointing", "trust_remote_code",
+                  "fsdp", "packing", "max_tokens_per_micro_batch")
+
+
+def result_settings(cfg: TrainConfig) -> dict:
+    """The settings that decide a run's result (recorded in its config.yaml)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY}
+
+
+def check_resume(cfg: TrainConfig) -> str:
+    """What to do with ``cfg.output``: "fresh" (nothing there), "resume" or "finished" (already done:
+    nothing to change). A run there is never continued, nor overwritten, with settings that change its
+    result: that is refused naming the first difference."""
+    import json
+
+    from contracts.ids import FINAL_DIR
+    from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
+
+    out = Path(cfg.output)
+    if not (out / TRAIN_CONFIG).is_file():
+        if out.is_dir() and (any(out.glob("checkpoint-*")) or (out / TRAIN_LOG).exists()):
+            raise ConfigError(f"--output {out}: holds files of a run but no {TRAIN_CONFIG}; choose a new --output")
+        return "fresh"
+    if not cfg.resume:
+        raise ConfigError(f"--output {out}: already holds a run; pass --resume to continue it or choose a new --output")
+    before = result_settings(load_yaml_config(out / TRAIN_CONFIG))
+    now = result_settings(cfg)
+    for key, value in now.items():
+        if before.get(key) != value:
+            raise ConfigError(f"--resume: {out} was trained with {key} = {before.get(key)!r}, not {value!r}; resume "
+                              "with the same settings, or train into a new --output")
+    info = out / RUN_INFO
+    if (out / FINAL_DIR).is_dir() and info.is_file() and json.loads(info.read_text()).get("finished"):
+        return "finished"
+    return "resume"
+
+
 def build_config(flags: dict, *, config_file: str | None = None) -> TrainConfig:
     """Defaults < YAML ``config_file`` < ``flags`` (the flags actually given), validated."""
     cfg = TrainConfig()

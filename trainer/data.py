@@ -104,7 +104,8 @@ class TruncationReport:
 
 
 def load_preference_data(source: str, *, split: str = "train") -> list[dict]:
-    """Records from a JSONL / JSON / parquet file or (online only) a Hugging Face dataset name.
+    """Records from a JSONL / JSON / parquet file or (online only) a Hugging Face dataset name, optionally
+    with its split after a colon (``HuggingFaceH4/ultrafeedback_binarized:test_prefs``).
 
     Each record gets ``id`` (its own ``id`` field if present, else its 0-based index); JSONL records
     also get ``_line`` (1-based) so later errors can name the line. Other fields are kept.
@@ -115,7 +116,8 @@ def load_preference_data(source: str, *, split: str = "train") -> list[dict]:
             raise UserError(f"{path}: preference data file not found; give a JSONL/JSON/parquet file")
         records = _read_file(path)
     else:
-        records = _load_hub_dataset(source, split)
+        name, _, named_split = source.partition(":")
+        records = _load_hub_dataset(name, named_split or split)
     for i, rec in enumerate(records):
         rid = rec.get("id")
         if rid is None or (isinstance(rid, float) and rid != rid):  # absent, or NaN from a parquet column

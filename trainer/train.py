@@ -30,7 +30,7 @@ from contracts import objectives
 from contracts.errors import UserError
 from contracts.ids import CHECKPOINT_INFO, FINAL_DIR
 from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
-from trainer.config import TrainConfig, dump_yaml
+from trainer.config import TrainConfig, check_resume, dump_yaml
 from trainer.data import (TokenizedPair, TruncationReport, collate, length_grouped_order, load_preference_data,
                           tokenize_pairs)
 from trainer.losses import PreferenceLoss, preference_loss
@@ -208,6 +208,10 @@ def train(cfg: TrainConfig) -> Path:
 
     cfg.check()
     out = Path(cfg.output)
+    if check_resume(cfg) == "finished":
+        log.info("%s: already finished with these settings; nothing to do", out)
+        print(f"{out} is already finished (its final/ was trained with these settings): nothing changed")
+        return out / FINAL_DIR
     prec = resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)
     mp = "bf16" if prec.autocast == torch.bfloat16 else "no"
     if not torch.distributed.is_initialized():
@@ -222,8 +226,6 @@ def train(cfg: TrainConfig) -> Path:
     weight_dtype = prec.weights
 
     resume_from = latest_checkpoint(out) if cfg.resume else None
-    if not cfg.resume and out.exists() and any(out.glob("checkpoint-*")) | (out / TRAIN_LOG).exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose a new --output")
     set_seed(cfg.seed)
 
     # Data

@@ -264,8 +264,10 @@ async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, 
         replies = await asyncio.gather(*(ask(c) for c in match.calls), return_exceptions=True)
         errors = [r for r in replies if isinstance(r, BaseException)]
         if errors:
-            if not all(isinstance(e, Exception) for e in errors):  # cancellation, KeyboardInterrupt
-                raise next(e for e in errors if not isinstance(e, Exception))
+            # cancellation, Ctrl-C, or an endpoint that is down (UserError): the run ends now
+            fatal = [e for e in errors if not isinstance(e, Exception) or isinstance(e, UserError)]
+            if fatal:
+                raise fatal[0]
             e = errors[0]  # counted, and raised as JudgeRunError once the other matches are done
             log.error("judgment %s failed: %s", match.key, type(e).__name__)
             summary.failed.append(f"{match.key}: {type(e).__name__}: {e}")

@@ -1,0 +1,53 @@
+"""The judge stage's settings (one typed config: `srdpo-eval judge` flags and reproduce's `judge:` section
+derive from it) and the one way to build a judge backend from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.settings import option
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = option("openai", choices=("openai", "local"), flag="--judge-backend",
+                          help="an OpenAI-compatible API, or a local checkpoint scoring with its probabilities")
+    model: str | None = option(None, flag="--judge-model", required=True,
+                               help="judge model name (e.g. gpt-4); with the local backend a checkpoint "
+                                    "directory, or 'default' for the default model")
+    base_url: str | None = option(None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)")
+    api_key_env: str = option("OPENAI_API_KEY", help="environment variable holding the API key")
+    concurrency: int = option(16, ge=1, help="requests in flight")
+    timeout: float = option(120.0, gt=0, help="seconds per request")
+    max_retries: int = option(8, ge=0, help="retries of a transient failure (429, 5xx, timeout, bad reply)")
+    connect_failures: int = option(3, ge=1, help="refused connections in a row that end the run")
+
+
+def local_judge_path(model: str) -> str:
+    """A local judge's checkpoint: a directory, or 'default' for the default model (converted once)."""
+    if model == "default":
+        from trainer.default_model import default_model_checkpoint
+
+        return str(default_model_checkpoint())
+    return model
+
+
+def judge_name(cfg: JudgeConfig) -> str:
+    """The judge's id in judgment files (contracts.ids), known without building the backend."""
+    from contracts.ids import judge_id
+
+    model = local_judge_path(cfg.model) if cfg.backend == "local" else cfg.model
+    return judge_id(cfg.backend, model)
+
+
+def make_backend(cfg: JudgeConfig):
+    """The backend that ``cfg`` describes (a fresh one: a judge run closes its connections when it ends)."""
+    if cfg.backend == "local":
+        from benchmarks.judge.local import LocalJudge
+        from trainer.modeling import check_model_path
+
+        return LocalJudge(check_model_path(local_judge_path(cfg.model)))
+    from benchmarks.judge.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
+                         max_retries=cfg.max_retries, connect_failures=cfg.connect_failures)
