@@ -134,24 +134,35 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
     return tcfg
 
 
+def launch_command(ctx: Context, tcfg, *, reference_only: bool = False) -> list[str] | None:
+    """The command that runs ``srdpo-eval train`` for ``tcfg`` through ``train.launcher`` (a torchrun
+    prefix), with the run's settings in ``<run>.launch.yaml`` beside its folder; None: in this process."""
+    if not ctx.cfg.train.launcher:
+        return None
+    cfg_file = Path(tcfg.output).parent / f"{Path(tcfg.output).name}.launch.yaml"
+    extra = ["--reference-only"] if reference_only else ["--resume", *(["--fsdp"] if tcfg.fsdp else [])]
+    return [*shlex.split(ctx.cfg.train.launcher), "-m", "srdpo_eval", "train", "--config", str(cfg_file), *extra]
+
+
+def _launch(ctx: Context, tcfg, *, reference_only: bool = False) -> None:
+    from trainer.config import dump_yaml
+
+    cmd = launch_command(ctx, tcfg, reference_only=reference_only)
+    Path(tcfg.output).mkdir(parents=True, exist_ok=True)
+    dump_yaml(tcfg, cmd[cmd.index("--config") + 1])
+    print("$ " + shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def _run_training(ctx: Context, tcfg) -> dict:
-    """Train in this process, or through the configured launcher (accelerate) in a child process."""
-    launcher = ctx.cfg.train.launcher
-    if not launcher:
+    """Train in this process, or through the configured launcher (torchrun) in child processes."""
+    if not ctx.cfg.train.launcher:
         from trainer.train import train
 
         final = train(tcfg)
     else:
-        from trainer.config import dump_yaml
-
-        out = Path(tcfg.output)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_file = out.parent / f"{out.name}.launch.yaml"
-        dump_yaml(tcfg, cfg_file)
-        cmd = [*shlex.split(launcher), "-m", "srdpo_eval", "train", "--config", str(cfg_file), "--resume"]
-        print("$ " + shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        final = out / ids.FINAL_DIR
+        _launch(ctx, tcfg)
+        final = Path(tcfg.output) / ids.FINAL_DIR
     weights = sorted(Path(final).glob("*.safetensors"))
     return {"final": str(final), "sha256": {w.name: file_sha256(w) for w in weights}}
 
@@ -167,6 +178,8 @@ def _reference_unit(ctx: Context, runs: list[tuple[str, str, float | None]]) -> 
     def run():
         from trainer.train import reference_pass
 
+        if ctx.cfg.train.launcher:  # every process of the launcher scores its share; then a cache hit here
+            _launch(ctx, tcfg, reference_only=True)
         lp, path = reference_pass(tcfg, refine=True)
         return {"cache": str(path), "pairs": len(lp.chosen)}
 
@@ -219,6 +232,8 @@ def expected_steps(ctx: Context) -> int | str:
     t = ctx.cfg.train
     if t.max_steps:
         return t.max_steps
+    if not Path(ctx.data).exists():  # a hub dataset: a plan does not go online (nor wait for it offline)
+        return "?"
     try:
         from trainer.data import load_preference_data
 
@@ -459,12 +474,27 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
     rows = plan(units1 + units2, manifest)
     width = max(len(u.name) for u, _ in rows)
     print(f"plan for {ctx.rd.root} (config {ctx.cfg.name!r}):")
+    launches = launch_commands(ctx)
     for u, action in rows:
         print(f"  {action:6s} {u.name:{width}s}  {u.describe}")
+        if u.name in launches and action != "skip":
+            print(f"  {'':6s} {'':{width}s}  $ {shlex.join(launches[u.name])}")
     steps = expected_steps(ctx)
     n_runs = len(run_names(ctx.cfg))
     print(f"training: {n_runs} runs x {steps} steps of {ctx.cfg.train.batch_size} pairs")
     print(judge_estimate(ctx, units1 + units2, manifest))
+
+
+def launch_commands(ctx: Context) -> dict[str, list[str]]:
+    """Unit name → the command ``train.launcher`` runs for it (empty when training runs in this process)."""
+    if not ctx.cfg.train.launcher:
+        return {}
+    runs = [("sft", "sft", None)] if ctx.cfg.sft.enabled else []
+    out = {f"train/{r[0]}": launch_command(ctx, train_config(ctx, *r)) for r in runs + run_names(ctx.cfg)}
+    pref = [r for r in run_names(ctx.cfg) if objectives.get(r[1]).preference]
+    if pref:
+        out["reference"] = launch_command(ctx, train_config(ctx, *pref[0]), reference_only=True)
+    return out
 
 
 def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:

@@ -205,3 +205,58 @@ def test_fsdp_in_one_process_equals_plain(tiny_model_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("name, runs", [("paper-hh", 13), ("paper-zephyr", 4)])
+def test_paper_configs_launch_through_torchrun_with_fsdp(name, runs, tmp_path, capsys, monkeypatch):
+    """The dry run prints each run's exact launch command, offline: no model or dataset is opened."""
+    import trainer.data
+    import trainer.modeling
+    from srdpo_eval.config import load_config
+    from srdpo_eval.reproduce import reproduce
+
+    opened = []
+
+    def refuse(*a, **k):
+        opened.append(a)  # recorded: a plan may swallow the error
+        raise AssertionError(f"the dry run opened {a}")
+
+    for mod, fn in ((trainer.data, "load_preference_data"), (trainer.modeling, "load_causal_lm"),
+                    (trainer.modeling, "load_tokenizer")):
+        monkeypatch.setattr(mod, fn, refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    reproduce(load_config(ROOT / "configs" / f"{name}.yaml"), tmp_path / name, dry_run=True)
+    lines = [l.strip() for l in capsys.readouterr().out.splitlines() if l.strip().startswith("$ ")]
+    prefix = "$ torchrun --nproc_per_node 8 -m srdpo_eval train --config "
+    assert all(l.startswith(prefix) for l in lines) and len(lines) == runs + 1, lines
+    assert sum(l.endswith(".launch.yaml --resume --fsdp") for l in lines) == runs
+    assert sum(l.endswith(".launch.yaml --reference-only") for l in lines) == 1
+    assert opened == []
+
+
+@pytest.mark.slow
+def test_reproduce_trains_through_the_torchrun_launcher(setup, tmp_path, monkeypatch, capsys):
+    """`train.launcher` + `fsdp: true`: the reference pass and the training run go through torchrun."""
+    import yaml
+
+    from srdpo_eval.config import load_config
+    from srdpo_eval.reproduce import reproduce
+
+    d, model, data = setup
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+    cfg = {"name": "launched", "model": str(model), "data": str(data),
+           "train": {"objectives": ["sr-dpo"], "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0,
+                     "max_steps": 2, "device": "cpu", "max_length": 128, "max_prompt_length": 64,
+                     "progress": False, "fsdp": True, "launcher": launcher}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    reproduce(load_config(tmp_path / "c.yaml"), out, stages=["reference", "train"])
+    printed = capsys.readouterr().out
+    assert "train --config" in printed and "--reference-only" in printed and "--resume --fsdp" in printed
+    info = json.loads((out / "train" / "sr-dpo" / "run_info.json").read_text())
+    assert info["finished"] and info["num_processes"] == 2 and Path(info["ref_cache"]).parent == out / "refcache"
+    assert (out / "train" / "sr-dpo" / "final" / "model.safetensors").is_file()
