@@ -166,7 +166,7 @@ def _policy(cfg: TrainConfig, path, prec: Precision):
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=prec.weights, trust_remote_code=cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     policy = CompletionLogps(model, cfg.chunk_size)
     if cfg.compile:
