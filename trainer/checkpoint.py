@@ -35,7 +35,9 @@ STATE_FILE = "state.json"
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in out.glob("checkpoint-*") if (p / STATE_DIR / STATE_FILE).is_file()]
+    """The last complete checkpoint-<step>/ (not a <name>.tmp that a kill left behind)."""
+    done = [p for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit()
+            and (p / STATE_DIR / STATE_FILE).is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
