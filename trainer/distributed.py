@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from contracts.errors import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -109,8 +111,8 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     names = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
-        raise ValueError(f"{type(model).__name__}: no decoder layers found to shard (its _no_split_modules "
-                         f"is {sorted(names)}); FSDP needs them")
+        raise UserError(f"{type(model).__name__}: no decoder layers found to shard with --fsdp (the model names "
+                        f"none in _no_split_modules: {sorted(names)}); train it without --fsdp")
     return layers
 
 
