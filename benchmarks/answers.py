@@ -90,7 +90,7 @@ def _check_key(path: Path, records: dict[int, dict], key: dict) -> None:
             why = "were not made by this command (no 'srdpo' key)"
         else:
             diff = next(k for k in key if have.get(k) != key[k])
-            why = (f"were made from another checkpoint" if diff == "checkpoint_sha256"
+            why = ("were made from another checkpoint" if diff == "checkpoint_sha256"
                    else f"were made with {diff} {have.get(diff)!r}, not {key[diff]!r}")
         raise UserError(f"{path}: its answers (question {qid} first) {why}; give another --model-id, or "
                         "remove the file to answer again")
@@ -192,7 +192,9 @@ def generate_answers(checkpoint: str | Path, questions: list[Question], out_path
     source = checkpoint if checkpoint is not None else getattr(generator, "checkpoint", None)
     if source is None:
         raise ValueError("generate_answers: give the checkpoint (or a generator that knows its checkpoint)")
-    key = answers_key(checkpoint_hash(source, hash_cache), cfg)
+    from trainer.modeling import local_checkpoint
+
+    key = answers_key(checkpoint_hash(local_checkpoint(source), hash_cache), cfg)
 
     existing = load_answers(out_path, repair_tail=True) if out_path.is_file() else {}
     _check_key(out_path, existing, key)

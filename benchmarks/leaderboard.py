@@ -23,7 +23,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
@@ -434,7 +434,6 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
     ids = [m for m, _ in checkpoints]
     if len(set(map(safe_name, ids))) != len(ids):
         raise LeaderboardError(f"model ids must be distinct (as file names): {ids}")
-    lb = RunDir(out_dir).leaderboard
     # Plan first (every rank the same), then run: nothing written mid-plan changes the plan.
     plan, scores = [], {m: {} for m in ids}
     for model_id, ckpt in checkpoints:

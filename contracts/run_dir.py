@@ -28,7 +28,7 @@ from pathlib import Path
 from contracts.benches import get_bench
 from contracts.errors import UserError
 from contracts import ids
-from contracts.ids import START_ID, safe_name  # noqa: F401  (re-exported: the layout's names)
+from contracts.ids import safe_name
 
 # train/<run>/ files
 TRAIN_CONFIG = "config.yaml"

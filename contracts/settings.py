@@ -272,7 +272,6 @@ def values(obj, names=None) -> dict[str, Any]:
 
 def _flag_type(tp, flag: str):
     """argparse ``type=``: the text of a flag as ``tp`` (lists comma-separated)."""
-    origin, args = get_origin(tp), get_args(tp)
 
     def parse(text: str):
         return _parse_text(tp, text, flag)

@@ -39,9 +39,10 @@ TrainSection = derive("TrainSection", TrainConfig, drop=("objective", *_RUN_SPEC
                                      choices=objectives.PREFERENCE, help="the objectives to train")),
     ("lam_sweep", list[float], option(default_factory=list, ge=0,
                                       help="extra Sr runs at these λ (Figure 2a; 0 included)")),
-    # None: train in this process. Else a command prefix that runs `srdpo-eval train` on several GPUs,
-    # e.g. "accelerate launch --multi_gpu --num_processes 8".
-    ("launcher", str | None, option(None, help="command prefix that launches `srdpo-eval train`")),
+    # None: train in this process. Else the torchrun prefix that runs `srdpo-eval train` on several GPUs,
+    # e.g. "torchrun --nproc_per_node 8" (DDP; with fsdp: true, FSDP).
+    ("launcher", str | None, option(None, help="command prefix that launches `srdpo-eval train` "
+                                               "(e.g. torchrun --nproc_per_node 8)")),
 ))
 
 SFTSection = derive("SFTSection", TrainConfig, drop=("objective", "lam", *_RUN_SPECIFIC), optional=True, extra=(

@@ -47,6 +47,7 @@ class Context:
     delta_pairs: str | None  # pairs with ratings for Table 4
     judge_kind: str  # openai | local
     judge_model: str  # name in judgment files
+    ref_model: str  # the frozen reference (resolved: a local directory once the run starts)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -59,6 +60,10 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
         from trainer.default_model import default_model_checkpoint
 
         base = str(default_model_checkpoint(convert=not dry_run))
+    elif not dry_run:  # a hub name is downloaded once: every stage then reads a local directory
+        from trainer.modeling import local_checkpoint
+
+        base = str(local_checkpoint(base))
     data, delta_pairs = cfg.data, cfg.delta.pairs
     if cfg.data == "default":
         data, held_out = (str(p) for p in write_default_split(rd.data))
@@ -66,7 +71,12 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
     model = str(rd.train("sft") / ids.FINAL_DIR) if cfg.sft.enabled else base
     kind = judge_backend_kind(cfg)
     judge_model = cfg.judge.model if kind == "openai" else ids.judge_id("local", cfg.judge.local_model or base)
-    return Context(cfg, rd, model, base, data, delta_pairs, kind, judge_model)
+    ref = cfg.ref_model or model
+    if cfg.ref_model and not dry_run:
+        from trainer.modeling import local_checkpoint
+
+        ref = str(local_checkpoint(cfg.ref_model))
+    return Context(cfg, rd, model, base, data, delta_pairs, kind, judge_model, ref)
 
 
 def check_inputs(cfg: ReproduceConfig) -> None:
@@ -147,7 +157,7 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
         opts.update(data=cfg.sft.data or ctx.data, model=ctx.base_model)
     else:
         # λ does not enter DPO/IPO, so it is kept out of their settings (and unit keys)
-        opts.update(data=ctx.data, model=ctx.model, ref_model=cfg.ref_model or ctx.model,
+        opts.update(data=ctx.data, model=ctx.model, ref_model=ctx.ref_model,
                     lam=lam if objectives.needs_refine(objective) else 0.0)
     tcfg = TrainConfig(**opts, objective=objective, split=cfg.data_split, output=str(ctx.rd.train(run)),
                        ref_cache_dir=str(ctx.rd.refcache), resume=True)
@@ -155,24 +165,35 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
     return tcfg
 
 
+def launch_command(ctx: Context, tcfg, *, reference_only: bool = False) -> list[str] | None:
+    """The command that runs ``srdpo-eval train`` for ``tcfg`` through ``train.launcher`` (a torchrun
+    prefix), with the run's settings in ``<run>.launch.yaml`` beside its folder; None: in this process."""
+    if not ctx.cfg.train.launcher:
+        return None
+    cfg_file = Path(tcfg.output).parent / f"{Path(tcfg.output).name}.launch.yaml"
+    extra = ["--reference-only"] if reference_only else ["--resume", *(["--fsdp"] if tcfg.fsdp else [])]
+    return [*shlex.split(ctx.cfg.train.launcher), "-m", "srdpo_eval", "train", "--config", str(cfg_file), *extra]
+
+
+def _launch(ctx: Context, tcfg, *, reference_only: bool = False) -> None:
+    from trainer.config import dump_yaml
+
+    cmd = launch_command(ctx, tcfg, reference_only=reference_only)
+    Path(tcfg.output).mkdir(parents=True, exist_ok=True)
+    dump_yaml(tcfg, cmd[cmd.index("--config") + 1])
+    print("$ " + shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def _run_training(ctx: Context, tcfg) -> dict:
-    """Train in this process, or through the configured launcher (accelerate) in a child process."""
-    launcher = ctx.cfg.train.launcher
-    if not launcher:
+    """Train in this process, or through the configured launcher (torchrun) in child processes."""
+    if not ctx.cfg.train.launcher:
         from trainer.train import train
 
         final = train(tcfg)
     else:
-        from trainer.config import dump_yaml
-
-        out = Path(tcfg.output)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_file = out.parent / f"{out.name}.launch.yaml"
-        dump_yaml(tcfg, cfg_file)
-        cmd = [*shlex.split(launcher), "-m", "srdpo_eval", "train", "--config", str(cfg_file), "--resume"]
-        print("$ " + shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        final = out / ids.FINAL_DIR
+        _launch(ctx, tcfg)
+        final = Path(tcfg.output) / ids.FINAL_DIR
     weights = sorted(Path(final).glob("*.safetensors"))
     return {"final": str(final), "sha256": {w.name: file_sha256(w) for w in weights}}
 
@@ -188,6 +209,8 @@ def _reference_unit(ctx: Context, runs: list[tuple[str, str, float | None]]) -> 
     def run():
         from trainer.train import reference_pass
 
+        if ctx.cfg.train.launcher:  # every process of the launcher scores its share; then a cache hit here
+            _launch(ctx, tcfg, reference_only=True)
         lp, path = reference_pass(tcfg, refine=True)
         return {"cache": str(path), "pairs": len(lp.chosen)}
 
@@ -240,6 +263,8 @@ def expected_steps(ctx: Context) -> int | str:
     t = ctx.cfg.train
     if t.max_steps:
         return t.max_steps
+    if not Path(ctx.data).exists():  # a hub dataset: a plan does not go online (nor wait for it offline)
+        return "?"
     try:
         from trainer.data import load_preference_data
 
@@ -427,7 +452,7 @@ def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
         from benchmarks.delta import compute_delta
 
         out = ctx.rd.delta_table(m.model_id)
-        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.cfg.ref_model or ctx.model,
+        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.ref_model,
                       model_id=m.model_id)
         return {"table": str(out)}
 
@@ -473,12 +498,27 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
     rows = plan(units1 + units2, manifest)
     width = max(len(u.name) for u, _ in rows)
     print(f"plan for {ctx.rd.root} (config {ctx.cfg.name!r}):")
+    launches = launch_commands(ctx)
     for u, action in rows:
         print(f"  {action:6s} {u.name:{width}s}  {u.describe}")
+        if u.name in launches and action != "skip":
+            print(f"  {'':6s} {'':{width}s}  $ {shlex.join(launches[u.name])}")
     steps = expected_steps(ctx)
     n_runs = len(run_names(ctx.cfg))
     print(f"training: {n_runs} runs x {steps} steps of {ctx.cfg.train.batch_size} pairs")
     print(judge_estimate(ctx, units1 + units2, manifest))
+
+
+def launch_commands(ctx: Context) -> dict[str, list[str]]:
+    """Unit name → the command ``train.launcher`` runs for it (empty when training runs in this process)."""
+    if not ctx.cfg.train.launcher:
+        return {}
+    runs = [("sft", "sft", None)] if ctx.cfg.sft.enabled else []
+    out = {f"train/{r[0]}": launch_command(ctx, train_config(ctx, *r)) for r in runs + run_names(ctx.cfg)}
+    pref = [r for r in run_names(ctx.cfg) if objectives.get(r[1]).preference]
+    if pref:
+        out["reference"] = launch_command(ctx, train_config(ctx, *pref[0]), reference_only=True)
+    return out
 
 
 def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:

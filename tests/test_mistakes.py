@@ -290,3 +290,12 @@ def test_no_traceback_when_run_as_a_program(env):
                           text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.fullmatch(r"srdpo-eval train: error: .*--beta.*\n", proc.stderr), proc.stderr
+
+
+def test_a_hub_model_offline_is_one_line_naming_it(env, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    line = _one_line_error(capsys, main(train(env, "--model", "srdpo-test/not-cached-anywhere")))
+    assert "srdpo-test/not-cached-anywhere: not a local directory, and getting it from the Hugging Face hub" in line

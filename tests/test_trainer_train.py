@@ -102,8 +102,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_model_dir, toy, tmp_p
 
     real_save = train_mod.save_checkpoint
 
-    def save_then_die(acc, policy, opt, sched, tok, path, info, state):
-        real_save(acc, policy, opt, sched, tok, path, info, state)
+    def save_then_die(policy, opt, sched, tok, path, info, state):
+        real_save(policy, opt, sched, tok, path, info, state)
         if path.name == "checkpoint-2":
             raise KeyboardInterrupt("simulated kill after checkpoint-2")
 

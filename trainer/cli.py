@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     from contracts.settings import add_flags
 
     p.add_argument("--config", dest="config_file", metavar="FILE", help="YAML file of options (same names)")
+    p.add_argument("--reference-only", action="store_true",
+                   help="only compute (or find) the reference log-prob cache entry, on x and p ⊕ x, and exit "
+                        "(under torchrun every process scores its share)")
     add_flags(p, TrainConfig)
     p.set_defaults(func=run_train)
 
@@ -25,10 +28,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     from contracts.settings import given
     from trainer.config import build_config
-    from trainer.train import TrainingDiverged, train
+    from trainer.train import TrainingDiverged, reference_only, train
 
     cfg = build_config(given(args, [f.name for f in fields(TrainConfig)]), config_file=args.config_file)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.reference_only:
+        print(f"reference log-probs: {reference_only(cfg)}")
+        return 0
     try:
         final = train(cfg)
     except TrainingDiverged as e:

@@ -57,6 +57,9 @@ class TrainConfig(DataConfig):
                                   help="auto: bf16 autocast on a bf16 GPU, none elsewhere")
     gradient_checkpointing: bool = option(False, help="recompute activations in the backward (less memory)")
     compile: bool = option(False, help="torch.compile the transformer body")
+    fsdp: bool = option(False, action="store_true",
+                        help="shard parameters, gradients and optimizer state over the processes (FSDP2; "
+                             "launch with torchrun); else DDP under torchrun")
     group_by_length: bool = option(True, help="batches of similar lengths (less padding)")
     chunk_size: int = option(1024, ge=1, help="completion tokens per LM-head chunk")
     ref_batch_size: int = option(8, ge=1, help="pairs per forward of the reference pass")

@@ -7,8 +7,8 @@ Function, the activation-checkpointing idea without autograd's per-chunk weight 
 most one chunk of [chunk, V] logits exists at a time, in the forward and in the backward. With a 262k vocabulary and
 512-token sequences this is the difference between gigabytes and megabytes.
 
-Being the forward of an ``nn.Module`` that wraps the model, it is what DDP/FSDP (accelerate) wrap,
-so gradients synchronise as usual.
+Being the forward of an ``nn.Module`` that wraps the model, it is what DDP wraps and the root that
+FSDP2 shards (trainer/distributed.py), so gradients synchronise as usual.
 """
 
 from __future__ import annotations
@@ -157,9 +157,12 @@ def verify_against_full_logits(wrapper: CompletionLogps, input_ids: Tensor, atte
     Catches a final-logit transform this module does not reproduce. Returns the largest per-token
     difference; raises RuntimeError if it exceeds ``atol`` (default 1e-4 in fp32, 2e-2 in half precision).
     """
+    from trainer.distributed import unsharded
+
     sl = slice(0, rows)
     ours, n = wrapper(input_ids[sl], attention_mask[sl], loss_mask[sl], reduce="mean")
-    ref, _ = full_logits_logps(wrapper.model, input_ids[sl], attention_mask[sl], loss_mask[sl], reduce="mean")
+    with unsharded(wrapper):  # under FSDP the Hugging Face model is called outside the root's forward
+        ref, _ = full_logits_logps(wrapper.model, input_ids[sl], attention_mask[sl], loss_mask[sl], reduce="mean")
     if atol is None:
         half = next(wrapper.model.parameters()).dtype != torch.float32 or torch.is_autocast_enabled(input_ids.device.type)
         atol = 2e-2 if half else 1e-4

@@ -70,8 +70,7 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     """Tokenizer with a pad token (falls back to EOS, as TRL does)."""
     from transformers import AutoTokenizer
 
-    check_model_path(path)
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(str(local_checkpoint(path)), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -91,6 +90,25 @@ def check_model_path(path: str | Path) -> Path:
     return p
 
 
+def local_checkpoint(path: str | Path) -> Path:
+    """A local checkpoint directory for ``path``: itself, or (online) the hub model ``ORG/NAME`` downloaded
+    once into the Hugging Face cache. Results are keyed by a checkpoint's content (contracts.hashing), so
+    a hub model is hashed from its local files like any other."""
+    p = check_model_path(path)
+    if p.is_dir():
+        return p
+    from contracts.hashing import CONTENT_PATTERNS
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(path), allow_patterns=list(CONTENT_PATTERNS)))
+    except Exception as e:  # noqa: BLE001 — offline, gated, no such repository: all say the same to a user
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a local directory, and getting it from the Hugging Face hub failed "
+                        f"({first}); download it first (huggingface-cli download {path} --local-dir DIR) and "
+                        "give DIR") from None
+
+
 def load_causal_lm(
     path: str | Path,
     *,
@@ -106,7 +124,7 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
-    check_model_path(path)
+    path = local_checkpoint(path)
     dev = torch.device(device) if device is not None else default_device()
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code

@@ -60,7 +60,9 @@ def load_pair_logps(path: Path) -> PairLogps:
 
 def cache_path(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: DataConfig, *, reduce: str,
                precision: Precision, cache_dir: str | Path) -> Path:
-    key = cache_key(checkpoint_hash(ref_model), pairs_hash(pairs), data_cfg, reduce, precision.key)
+    from trainer.modeling import local_checkpoint
+
+    key = cache_key(checkpoint_hash(local_checkpoint(ref_model)), pairs_hash(pairs), data_cfg, reduce, precision.key)
     return Path(cache_dir) / f"ref-{key[:32]}.safetensors"
 
 
@@ -71,29 +73,68 @@ def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg:
     """Reference log-probs for ``pairs`` (on p ⊕ x too when ``refine``), from cache if there.
 
     Returns ``(logps, cache_file)``; ``cache_dir=None`` disables caching. The model is loaded only on a
-    miss and freed before returning.
+    miss and freed before returning. Under torch.distributed every process calls it: rank 0 looks the
+    entry up and hands a hit to the others (no process loads the model); on a miss every process scores
+    its share of the pairs, the shares are gathered, and rank 0 writes the one cache file.
     """
-    from trainer.modeling import load_causal_lm
+    from trainer import distributed as D
 
-    path = None
+    path = hit = None
     if cache_dir is not None:
-        path = cache_path(ref_model, pairs, data_cfg, reduce=reduce, precision=precision, cache_dir=cache_dir)
-        if path.is_file():
-            lp = load_pair_logps(path)
-            if len(lp.chosen) == len(pairs) and (lp.refine_chosen is not None or not refine):
-                log.info("reference log-probs from cache %s", path)
-                return lp, path
-            log.info("cache entry %s lacks what this run needs; recomputing", path)
-    model, _ = load_causal_lm(ref_model, dtype=precision.weights, device=precision.device,
-                              trust_remote_code=trust_remote_code, with_tokenizer=False)
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    lp = pair_logps(model, pairs, pad_id=pad_id, batch_size=batch_size, reduce=reduce, refine=refine,
-                    progress=progress, chunk_size=chunk_size, autocast_dtype=precision.autocast)
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if path is not None:
+        if D.rank() == 0:  # one hash of the checkpoint, one look at the file system
+            path = cache_path(ref_model, pairs, data_cfg, reduce=reduce, precision=precision, cache_dir=cache_dir)
+            hit = _cached(path, len(pairs), refine)
+        path, hit = D.broadcast((path, hit))
+        if hit is not None:
+            return hit, path
+    lp = _score_shares(ref_model, pairs, precision=precision, reduce=reduce, refine=refine, batch_size=batch_size,
+                       chunk_size=chunk_size, progress=progress, trust_remote_code=trust_remote_code)
+    if path is not None and D.rank() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_pair_logps(path, lp, {"ref_model": str(ref_model), "reduce": reduce, "pairs": len(pairs),
                                    "precision": precision.key})
+    D.barrier()  # the entry exists before any process goes on
     return lp, path
+
+
+def _cached(path: Path, n: int, refine: bool) -> PairLogps | None:
+    if not path.is_file():
+        return None
+    lp = load_pair_logps(path)
+    if len(lp.chosen) == n and (lp.refine_chosen is not None or not refine):
+        log.info("reference log-probs from cache %s", path)
+        return lp
+    log.info("cache entry %s lacks what this run needs; recomputing", path)
+    return None
+
+
+def _score_shares(ref_model, pairs: list[TokenizedPair], *, precision: Precision, reduce: str, refine: bool,
+                  batch_size: int, chunk_size: int, progress: bool, trust_remote_code: bool) -> PairLogps:
+    """This process's share of the pairs scored, every share gathered: the whole PairLogps on every process.
+
+    Shares are strided over the pairs sorted by length, so that every process has about the same work.
+    """
+    from trainer import distributed as D
+    from trainer.modeling import load_causal_lm
+
+    order = sorted(range(len(pairs)), key=lambda i: -pairs[i].length)
+    mine = order[D.rank()::D.world()]
+    part = None
+    if mine:
+        model, _ = load_causal_lm(ref_model, dtype=precision.weights, device=precision.device,
+                                  trust_remote_code=trust_remote_code, with_tokenizer=False)
+        pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        part = pair_logps(model, [pairs[i] for i in mine], pad_id=pad_id, batch_size=batch_size, reduce=reduce,
+                          refine=refine, progress=progress, chunk_size=chunk_size,
+                          autocast_dtype=precision.autocast)
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    n = len(pairs)
+    out = {k: torch.zeros(n, dtype=torch.float64) for k in _FIELDS[:4]}
+    out.update(n_chosen=torch.zeros(n, dtype=torch.long), n_rejected=torch.zeros(n, dtype=torch.long))
+    for idx, lp in D.all_gather((mine, part)):
+        for k in _FIELDS:
+            if lp is not None and getattr(lp, k) is not None:
+                out[k][idx] = getattr(lp, k)
+    return PairLogps(*(out[k] if refine or not k.startswith("refine") else None for k in _FIELDS))

@@ -5,12 +5,13 @@ One step = ``batch_size`` preference pairs, split across processes and into micr
   * Sr objectives add one no-grad policy forward on the two p ⊕ x sequences (Δπ is stop-gradient);
   * reference log-probs (x and p ⊕ x) come from the on-disk cache (trainer/refcache.py), so no
     reference model is in memory while training.
-Accelerate provides device placement, bf16 autocast, DDP/FSDP (``accelerate launch``); gradients of
-micro-batches accumulate under ``no_sync`` except the last.
+One process, or under ``torchrun`` DDP or FSDP2 (``fsdp``) on torch.distributed (trainer/distributed.py);
+bf16 autocast where trainer.modeling.resolve_precision says so; gradients of micro-batches accumulate
+without communication except in the last.
 
 Output (see contracts/run_dir.py): config.yaml, log.jsonl (one line per step), run_info.json,
 checkpoint-<step>/ and final/ (Hugging Face checkpoints with srdpo_info.json; checkpoints also hold
-trainer_state/ for exact resume).
+trainer_state/ for exact resume, trainer/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -28,8 +28,11 @@ import torch
 
 from contracts import objectives
 from contracts.errors import UserError
-from contracts.ids import CHECKPOINT_INFO, FINAL_DIR
+from contracts.ids import FINAL_DIR
 from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
+from trainer import distributed as D
+from trainer.checkpoint import STATE_DIR, STATE_FILE, latest_checkpoint, load_trainer_state, save_checkpoint
+from trainer.checkpoint import write_json as _write_json
 from trainer.config import TrainConfig, check_resume, dump_yaml
 from trainer.data import (TokenizedPair, TruncationReport, collate, length_grouped_order, load_preference_data,
                           tokenize_pairs)
@@ -38,7 +41,6 @@ from trainer.modeling import Precision, load_tokenizer, resolve_precision
 from trainer.scoring import PairLogps
 
 log = logging.getLogger(__name__)
-STATE_DIR = "trainer_state"
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,11 +83,6 @@ def epoch_batches(pairs: list[TokenizedPair], cfg: TrainConfig, epoch: int, worl
     return [b for b in batches if len(b) >= world]  # every process needs at least one pair
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in out.glob("checkpoint-*") if (p / STATE_DIR / "state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
 def _mean(xs) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
@@ -95,70 +92,6 @@ def _std(xs) -> float:
         return 0.0
     m = _mean(xs)
     return float(math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)))
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
-# ------------------------------------------------------------------------------------ checkpointing
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
-
-
-def save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, path: Path, info: dict,
-                    state: dict | None) -> None:
-    """A Hugging Face checkpoint (+ srdpo_info.json, + trainer_state/ if ``state``), written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    sd = acc.get_state_dict(policy)  # gathers FSDP shards; "model." is the CompletionLogps attribute
-    if state is not None:
-        optim_sd = full_optimizer_state(policy, optimizer)  # collective: every rank takes part
-    sd = {k[len("model."):]: v for k, v in sd.items()}
-    if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        model = acc.unwrap_model(policy).model
-        model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        _write_json(tmp / CHECKPOINT_INFO, info)
-        if state is not None:
-            (tmp / STATE_DIR).mkdir()
-            torch.save({"optimizer": optim_sd, "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state()}, tmp / STATE_DIR / "state.pt")
-            _write_json(tmp / STATE_DIR / "state.json", state)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    acc.wait_for_everyone()
-
-
-def full_optimizer_state(policy, optimizer) -> dict:
-    """The whole optimizer state keyed by parameter name, gathered from FSDP shards when sharded
-    (torch.distributed.checkpoint's state-dict API; plain and DDP models go through it unchanged)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return get_optimizer_state_dict(policy, optimizer, options=StateDictOptions(full_state_dict=True,
-                                                                                cpu_offload=True))
-
-
-def load_full_optimizer_state(policy, optimizer, state: dict) -> None:
-    """Inverse of :func:`full_optimizer_state` (rank 0's full state is re-sharded under FSDP)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(policy, optimizer, optim_state_dict=state,
-                             options=StateDictOptions(full_state_dict=True))
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -196,37 +129,102 @@ def reference_pass(cfg: TrainConfig, *, refine: bool | None = None, pairs: list[
         progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code)
 
 
+def reference_only(cfg: TrainConfig) -> Path | None:
+    """The reference pass alone, on x and p ⊕ x (the cache entry every objective reads); under torchrun
+    every process scores its share. Returns the cache file."""
+    cfg.check()
+    with D.process_group(resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision).device):
+        _, path = reference_pass(cfg, refine=True, progress=cfg.progress and D.rank() == 0)
+    return path
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Train as configured; return the final checkpoint directory (``<output>/final``)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType, gather_object, set_seed
-    from tqdm.auto import tqdm
+    """Train as configured; return the final checkpoint directory (``<output>/final``).
+
+    Under torchrun every process calls it (DDP, or FSDP2 with ``cfg.fsdp``); alone it trains in this
+    process (with ``fsdp``: FSDP over a one-process group, the same code).
+    """
+    cfg.check()
+    with D.process_group(resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision).device, fsdp=cfg.fsdp):
+        return _train(cfg)
+
+
+def _seed(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every CUDA device too
+
+
+def _policy(cfg: TrainConfig, path, prec: Precision):
+    """The policy (CompletionLogps over the Hugging Face model) placed for training, and the module that the
+    training forward calls (itself, or DDP over it; under FSDP it is sharded in place)."""
     from transformers import AutoModelForCausalLM
 
-    from trainer.logprobs import CompletionLogps, verify_against_full_logits, _body
+    from trainer.logprobs import CompletionLogps, _body
+    from trainer.modeling import local_checkpoint
+
+    model = AutoModelForCausalLM.from_pretrained(str(local_checkpoint(path)), dtype=prec.weights,
+                                                 trust_remote_code=cfg.trust_remote_code)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    policy = CompletionLogps(model, cfg.chunk_size)
+    if cfg.compile:
+        _body(model).compile()
+    policy.train()
+    return policy, D.wrap(policy, fsdp=cfg.fsdp, device=prec.device, autocast=prec.autocast)
+
+
+def _micro_batch(cfg: TrainConfig, engine, policy, batch: dict, B: int, r: PairLogps | None, step_pairs: int,
+                 sft_tokens: int, world: int, amp) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One micro-batch of B pairs: (loss to backpropagate, its part of the step's loss, per-pair stats).
+
+    Losses are scaled so that the gradient, averaged over processes by DDP/FSDP, is that of the step's
+    mean over all its pairs (docs/method.md, open choice 7)."""
+    sr = objectives.needs_refine(cfg.objective)
+    pc_p = pr_p = None
+    if sr:  # Δπ's policy terms: no gradient, so the module itself (outside DDP's bookkeeping)
+        with torch.no_grad(), amp():
+            lpp, _ = policy(batch["refine_input_ids"], batch["refine_attention_mask"], batch["refine_loss_mask"],
+                            reduce=cfg.reduce)
+        pc_p, pr_p = lpp[:B], lpp[B:]
+    with amp():
+        lp, _ = engine(batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                       reduce=cfg.reduce if r is not None else "sum")
+    pc, pr = lp[:B], lp[B:]
+    if r is None:  # sft: token-mean NLL over the step's chosen completions (all processes together)
+        loss = -pc.sum() / sft_tokens * world
+        return loss, loss.detach() / world, {"logps/chosen": pc, "logps/rejected": pr}
+    terms = objective_terms(cfg, pc, pr, r, pc_p, pr_p)
+    stats = {"rewards/chosen": terms.chosen_rewards, "rewards/rejected": terms.rejected_rewards,
+             "margin": terms.margins, "logps/chosen": pc, "logps/rejected": pr}
+    if sr:
+        stats.update(delta=terms.delta, margin_p=(pc_p.float() - r.refine_chosen) - (pr_p.float() - r.refine_rejected))
+    return terms.losses.sum() / step_pairs * world, terms.losses.detach().sum() / step_pairs, stats
+
+
+def _train(cfg: TrainConfig) -> Path:
+    from tqdm.auto import tqdm
+
+    from trainer.logprobs import verify_against_full_logits
     from trainer.refcache import pairs_hash
 
-    cfg.check()
     out = Path(cfg.output)
     if check_resume(cfg) == "finished":
         log.info("%s: already finished with these settings; nothing to do", out)
-        print(f"{out} is already finished (its final/ was trained with these settings): nothing changed")
+        if D.rank() == 0:
+            print(f"{out} is already finished (its final/ was trained with these settings): nothing changed")
         return out / FINAL_DIR
-    prec = resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)
+    prec = resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)  # in a group: this process's GPU
+    rank, world, main = D.rank(), D.world(), D.rank() == 0
     mp = "bf16" if prec.autocast == torch.bfloat16 else "no"
-    if not torch.distributed.is_initialized():
-        # Accelerate keeps process-wide state; several train() calls in one process (the reproduce
-        # pipeline, tests) may use different precisions or devices.
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-    acc = Accelerator(mixed_precision=mp, cpu=prec.device.type == "cpu")
-    world, rank = acc.num_processes, acc.process_index
-    prec = Precision(acc.device, prec.weights, prec.autocast)
-    weight_dtype = prec.weights
+    amp = (lambda: torch.autocast(prec.device.type, dtype=prec.autocast)) if prec.autocast else contextlib.nullcontext
 
     resume_from = latest_checkpoint(out) if cfg.resume else None
-    set_seed(cfg.seed)
+    D.barrier()  # every process has looked before rank 0 writes into the run directory
+    _seed(cfg.seed)
 
     # Data
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -237,25 +235,14 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(f"{cfg.data}: only {len(pairs)} usable pairs for {world} processes ({report.summary()})")
     data_hash = pairs_hash(pairs)
 
-    # Reference log-probs (cached): the main process computes, the others then read the cache.
-    ref = None
+    # Reference log-probs (cached): on a miss every process scores its share, rank 0 writes the entry.
+    ref = cache_file = None
     ref_model = cfg.ref_model or cfg.model
-    cache_file = None
     if preference:
-        with acc.main_process_first():
-            ref, cache_file = reference_pass(cfg, pairs=pairs, precision=prec,
-                                             progress=cfg.progress and acc.is_main_process)
+        ref, cache_file = reference_pass(cfg, pairs=pairs, precision=prec, progress=cfg.progress and main)
 
-    # Policy
-    model = AutoModelForCausalLM.from_pretrained(
-        str(resume_from or cfg.model), dtype=weight_dtype, trust_remote_code=cfg.trust_remote_code)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    policy = CompletionLogps(model, cfg.chunk_size)
-    if cfg.compile:
-        _body(model).compile()
-    policy.train()
+    # Policy, optimizer, schedule
+    policy, engine = _policy(cfg, resume_from or cfg.model, prec)
     params = [p for p in policy.parameters() if p.requires_grad]
     if cfg.optimizer == "rmsprop":
         optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -264,23 +251,19 @@ def train(cfg: TrainConfig) -> Path:
     steps_per_epoch = len(epoch_batches(pairs, cfg, 0, world))
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs  # max_steps overrides epochs (as HF)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
-    policy, optimizer = acc.prepare(policy, optimizer)
 
     step, pairs_seen, elapsed0 = 0, 0, 0.0
     if resume_from is not None:
-        st = json.loads((resume_from / STATE_DIR / "state.json").read_text())
+        st = json.loads((resume_from / STATE_DIR / STATE_FILE).read_text())
         if st["data_hash"] != data_hash:
             raise ValueError(f"{resume_from}: was trained on different data (data hash differs); cannot resume")
-        blob = torch.load(resume_from / STATE_DIR / "state.pt", weights_only=True, map_location="cpu")
-        load_full_optimizer_state(policy, optimizer, blob["optimizer"])
-        scheduler.load_state_dict(blob["scheduler"])
-        _set_rng_state(blob["rng"])
+        load_trainer_state(policy, optimizer, scheduler, resume_from)
         step, pairs_seen, elapsed0 = st["step"], st["pairs_seen"], st["elapsed_s"]
         log.info("resuming from %s at step %d", resume_from, step)
 
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / TRAIN_LOG
-    if acc.is_main_process:
+    if main:
         dump_yaml(cfg, out / TRAIN_CONFIG)
         if log_path.exists():  # drop lines a killed run wrote after its last checkpoint
             keep = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
@@ -292,8 +275,8 @@ def train(cfg: TrainConfig) -> Path:
         "dropped": [[str(i), r] for i, r in report.dropped], "truncation": {
             "prompt_truncated": report.prompt_truncated, "completion_truncated": report.completion_truncated},
         "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
-        "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(acc.device),
-        "num_processes": world, "dtype": str(weight_dtype).replace("torch.", ""), "mixed_precision": mp,
+        "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(prec.device),
+        "num_processes": world, "dtype": str(prec.weights).replace("torch.", ""), "mixed_precision": mp,
         "finished": False,
     }
 
@@ -302,18 +285,18 @@ def train(cfg: TrainConfig) -> Path:
                 "pairs_seen": pairs_seen, "reduce": cfg.reduce, "base_model": cfg.model,
                 "ref_model": run_info["ref_model"], "data_hash": data_hash, "data": cfg.data}
 
-    if acc.is_main_process:
+    if main:
         _write_json(out / RUN_INFO, run_info)
 
-    device = acc.device
+    device = prec.device
     micro = cfg.micro_batch_size or math.ceil(cfg.batch_size / world)
     t_start = time.time() - elapsed0
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.objective}", disable=not (
-        cfg.progress and acc.is_main_process), unit="step")
-    verified = not cfg.verify_logps or acc.distributed_type == DistributedType.FSDP
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.objective}", disable=not (cfg.progress and main),
+               unit="step")
+    verified = not cfg.verify_logps
     last_ckpt = resume_from
     epoch, batch_idx = divmod(step, steps_per_epoch)
-    fp = log_path.open("a") if acc.is_main_process else None
+    fp = log_path.open("a") if main else None
     try:
         while step < total_steps:
             batches = epoch_batches(pairs, cfg, epoch, world)
@@ -329,64 +312,42 @@ def train(cfg: TrainConfig) -> Path:
             loss_sum = torch.zeros((), device=device)
             for ci, chunk in enumerate(chunks):
                 batch = {k: v.to(device) for k, v in collate([pairs[i] for i in chunk], 0, refine=sr).items()}
-                if not verified:
-                    with acc.autocast():
-                        diff = verify_against_full_logits(acc.unwrap_model(policy), batch["input_ids"],
-                                                          batch["attention_mask"], batch["loss_mask"])
+                if not verified:  # every process, FSDP included (its collectives need all of them)
+                    with amp():
+                        diff = verify_against_full_logits(policy, batch["input_ids"], batch["attention_mask"],
+                                                          batch["loss_mask"])
                     log.info("chunked log-probs verified against full logits (max diff %.2e)", diff)
                     verified = True
-                B = len(chunk)
-                sync = acc.no_sync(policy) if ci < len(chunks) - 1 else contextlib.nullcontext()
-                with sync:
-                    with acc.autocast():
-                        lp, _ = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-                                       reduce=cfg.reduce if preference else "sum")
-                    pc, pr = lp[:B], lp[B:]
-                    if not preference:
-                        # sft: token-mean NLL over the step's chosen completions (all processes together)
-                        loss = -pc.sum() / sft_tokens * world
-                        _add(stats, {"logps/chosen": pc, "logps/rejected": pr})
-                        loss_sum = loss_sum + loss.detach() / world
-                    else:
-                        pc_p = pr_p = None
-                        if sr:
-                            with torch.no_grad(), acc.autocast():
-                                lpp, _ = policy(batch["refine_input_ids"], batch["refine_attention_mask"],
-                                                batch["refine_loss_mask"], reduce=cfg.reduce)
-                            pc_p, pr_p = lpp[:B], lpp[B:]
-                        r = ref.select(chunk)
-                        r = PairLogps(*(None if t is None else t.to(device, torch.float32) for t in (
-                            r.chosen, r.rejected, r.refine_chosen, r.refine_rejected, r.n_chosen, r.n_rejected)))
-                        terms = objective_terms(cfg, pc, pr, r, pc_p, pr_p)
-                        loss = terms.losses.sum() / len(idx) * world  # DDP averages over processes
-                        loss_sum = loss_sum + terms.losses.detach().sum() / len(idx)
-                        _add(stats, {"rewards/chosen": terms.chosen_rewards, "rewards/rejected": terms.rejected_rewards,
-                                     "margin": terms.margins, "logps/chosen": pc, "logps/rejected": pr})
-                        if sr:
-                            m_p = (pc_p.float() - r.refine_chosen) - (pr_p.float() - r.refine_rejected)
-                            _add(stats, {"delta": terms.delta, "margin_p": m_p})
-                    acc.backward(loss)
-            total_loss = acc.reduce(loss_sum, reduction="sum").item()
+                r = None
+                if preference:
+                    r = ref.select(chunk)
+                    r = PairLogps(*(None if t is None else t.to(device, torch.float32) for t in (
+                        r.chosen, r.rejected, r.refine_chosen, r.refine_rejected, r.n_chosen, r.n_rejected)))
+                with D.grad_sync(engine, ci == len(chunks) - 1):
+                    loss, part, st = _micro_batch(cfg, engine, policy, batch, len(chunk), r, len(idx), sft_tokens,
+                                                  world, amp)
+                    loss.backward()
+                loss_sum = loss_sum + part
+                _add(stats, st)
+            total_loss = D.all_sum(loss_sum).item()
             if not math.isfinite(total_loss):
                 msg = (f"step {step + 1}: loss is {total_loss}; stopping before the optimizer step. "
                        f"Last good checkpoint: {last_ckpt or 'none (no checkpoint saved yet)'}")
                 run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=False, error=msg)
-                if acc.is_main_process:
+                if main:
                     _write_json(out / RUN_INFO, run_info)
                 raise TrainingDiverged(msg)
-            grad_norm = acc.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            grad_norm = D.clip_grad_norm(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step, batch_idx, pairs_seen = step + 1, batch_idx + 1, pairs_seen + len(idx)
-            gathered = gather_object([stats])
             allstats: dict[str, list[float]] = {}
-            for s in gathered:
+            for s in D.all_gather(stats):
                 for k, v in s.items():
                     allstats.setdefault(k, []).extend(v)
-            row = {"step": step, "pairs_seen": pairs_seen, "loss": total_loss, "lr": lr,
-                   "grad_norm": float(grad_norm)}
+            row = {"step": step, "pairs_seen": pairs_seen, "loss": total_loss, "lr": lr, "grad_norm": grad_norm}
             row.update(_summarise(allstats, sr))
             row["step_time_s"] = time.time() - t0
             row["elapsed_s"] = time.time() - t_start
@@ -399,18 +360,17 @@ def train(cfg: TrainConfig) -> Path:
                 state = {"step": step, "pairs_seen": pairs_seen, "epoch": epoch, "batch_in_epoch": batch_idx,
                          "elapsed_s": time.time() - t_start, "data_hash": data_hash, "seed": cfg.seed}
                 ck = out / f"checkpoint-{step}"
-                save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, ck, info(step), state)
+                save_checkpoint(policy, optimizer, scheduler, tokenizer, ck, info(step), state)
                 last_ckpt = ck
     finally:
         bar.close()
         if fp is not None:
             fp.close()
     final = out / FINAL_DIR
-    save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, final, info(step), None)
+    save_checkpoint(policy, optimizer, scheduler, tokenizer, final, info(step), None)
     run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True)
-    if acc.is_main_process:
+    if main:
         _write_json(out / RUN_INFO, run_info)
-    acc.end_training()
     return final
 
 

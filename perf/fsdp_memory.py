@@ -1,0 +1,108 @@
+"""Peak CUDA memory and step time of a few Sr-DPO steps on a ~0.5B random Llama-style model: one process
+without torch.distributed (plain), DDP and FSDP2 at world size 1 (bf16). perf/gpu_checks.sh runs it:
+
+    python perf/fsdp_memory.py build WORK          # model, pairs, and the reference cache (so no run loads it)
+    python perf/fsdp_memory.py run WORK plain
+    torchrun --standalone --nproc_per_node 1 perf/fsdp_memory.py run WORK ddp
+    torchrun --standalone --nproc_per_node 1 perf/fsdp_memory.py run WORK fsdp
+    python perf/fsdp_memory.py table WORK          # the comparison, and how far the final weights differ
+
+Each run is its own process, so its peak is its own (the reference pass is a cache hit: no model but
+the policy is ever on the GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SEQ, PAIRS, BATCH, MICRO, STEPS = 512, 80, 16, 8, 5  # 2 micro-batches per step: accumulation is exercised
+VARIANTS = ("plain", "ddp", "fsdp")
+GiB = 2**30
+
+
+def config(work: Path, name: str):
+    from trainer.config import TrainConfig
+
+    return TrainConfig(objective="sr-dpo", model=str(work / "model"), data=str(work / "pairs.jsonl"),
+                       output=str(work / name), batch_size=BATCH, micro_batch_size=MICRO, max_steps=STEPS,
+                       warmup_steps=0, learning_rate=1e-5, ref_cache_dir=str(work / "cache"), progress=False,
+                       device="cuda", max_length=SEQ + 256, max_prompt_length=SEQ, fsdp=name == "fsdp")
+
+
+def build_all(work: Path) -> None:
+    from bench_trainer import build  # the same random ~0.5B Llama and fixed-length pairs as the benchmark
+
+    from trainer.train import reference_only
+
+    build(work, "0.5b", SEQ, PAIRS)
+    print("reference cache:", reference_only(config(work, "reference")))
+
+
+def run(work: Path, name: str) -> None:
+    import torch
+
+    from trainer.train import train
+
+    if (name in ("ddp", "fsdp")) != ("WORLD_SIZE" in os.environ):
+        raise SystemExit(f"{name}: run ddp and fsdp under torchrun, plain without it")
+    t0 = time.time()
+    train(config(work, name))
+    if int(os.environ.get("RANK", 0)) == 0:
+        log = [json.loads(l) for l in (work / name / "log.jsonl").read_text().splitlines()]
+        info = json.loads((work / name / "run_info.json").read_text())
+        res = {"variant": name, "processes": info["num_processes"], "mixed_precision": info["mixed_precision"],
+               "peak_alloc_gib": torch.cuda.max_memory_allocated() / GiB,
+               "peak_reserved_gib": torch.cuda.max_memory_reserved() / GiB,
+               "step_s": statistics.median(r["step_time_s"] for r in log[1:]),
+               "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"], "wall_s": time.time() - t0}
+        (work / f"{name}.json").write_text(json.dumps(res))
+        print(json.dumps(res))
+
+
+def table(work: Path) -> None:
+    from safetensors.torch import load_file
+
+    def weights(path: Path) -> dict:
+        return {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
+
+    plain, start = weights(work / "plain" / "final"), weights(work / "model")
+    moved = max((plain[k] - start[k]).abs().max().item() for k in plain)
+    print(f"{'variant':8s} {'procs':>5s} {'amp':>4s} {'peak alloc GiB':>15s} {'peak reserved GiB':>18s} "
+          f"{'step s':>7s} {'loss first -> last':>20s} {'max |w - w_plain|':>18s}")
+    for name in VARIANTS:
+        f = work / f"{name}.json"
+        if not f.is_file():
+            print(f"{name:8s} (no result)")
+            continue
+        r = json.loads(f.read_text())
+        w = weights(work / name / "final")
+        diff = max((w[k] - plain[k]).abs().max().item() for k in plain)
+        print(f"{name:8s} {r['processes']:5d} {r['mixed_precision']:>4s} {r['peak_alloc_gib']:15.2f} "
+              f"{r['peak_reserved_gib']:18.2f} {r['step_s']:7.3f} {r['loss_first']:9.4f} -> {r['loss_last']:7.4f} "
+              f"{diff:18.2e}")
+    print(f"(training moved the plain run's weights by up to {moved:.2e}; bf16 runs differ from each other "
+          "by rounding, FSDP gathers the weights in bf16 where plain/DDP cast them under autocast)")
+
+
+def main() -> None:
+    cmd, work = sys.argv[1], Path(sys.argv[2])
+    if cmd == "build":
+        build_all(work)
+    elif cmd == "run":
+        run(work, sys.argv[3])
+    elif cmd == "table":
+        table(work)
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
