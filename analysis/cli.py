@@ -10,9 +10,11 @@ def register(subparsers) -> None:
         "figures", help="regenerate every table, figure and report.md of a run directory from stored results",
         description="Reads train/ logs, judgments, leaderboard/scores.csv and delta/ tables; writes "
                     "RUN_DIR/tables/*.csv, RUN_DIR/figures/*.png|pdf and RUN_DIR/report.md.")
+    from analysis.config import AnalysisConfig
+    from contracts.settings import add_flags
+
     p.add_argument("run_dir")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs")
-    p.add_argument("--seed", type=int, default=0)
+    add_flags(p, AnalysisConfig)
     p.add_argument("--data-dir", help="FastChat llm_judge data folder (question categories)")
     p.set_defaults(func=_figures)
 
@@ -20,11 +22,16 @@ def register(subparsers) -> None:
 def _figures(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from dataclasses import fields
+
+    from analysis.config import AnalysisConfig
     from analysis.report import build_report, print_summary
     from contracts.errors import UserError
+    from contracts.settings import FlagSource, apply, given
 
+    cfg = apply(AnalysisConfig(), given(args, [f.name for f in fields(AnalysisConfig)]), FlagSource())
     if not Path(args.run_dir).is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
-    rep = build_report(args.run_dir, n_boot=args.n_boot, seed=args.seed, data_dir=args.data_dir)
+    rep = build_report(args.run_dir, n_boot=cfg.n_boot, seed=cfg.seed, data_dir=args.data_dir)
     print_summary(rep)
     return 0

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from contracts.benches import get_bench
 from contracts.errors import UserError
+from contracts.hashing import sha256_file
 
 FASTCHAT_COMMIT = "0e6d3e4beaab66f4d3f93db72541a4abab8af28d"
 FASTCHAT_BASE_URL = (
@@ -227,14 +228,6 @@ def resolve_data_dir(path: str | Path | None = None, bench: str | None = None) -
 
 
 # ------------------------------------------------------------------------------------ checking, fetching
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify(data_dir: str | Path) -> dict[str, bool]:

@@ -32,6 +32,7 @@ from contracts.benches import LEADERBOARD_TASKS, TASKS, LeaderboardTask
 from contracts.errors import UserError
 from contracts.settings import option
 from contracts.hashing import checkpoint_hash as _content_hash
+from contracts.hashing import sha256_file
 from contracts.ids import model_id_for_checkpoint, safe_name
 from contracts.run_dir import ModelEntry, RunDir, read_models
 from contracts.tables import SCORES_AVERAGE, SCORES_INDEX
@@ -115,12 +116,6 @@ def check_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def _sha256_file(path: Path) -> str:
-    from contracts.hashing import sha256_file
-
-    return sha256_file(path)
-
-
 def checkpoint_hash(path: str | Path, cache_file: Path | None = None) -> str:
     """SHA-256 over the checkpoint's content files (contracts.hashing), cached by (path, size, mtime)."""
     return _content_hash(check_checkpoint(path).resolve(), cache_file)
@@ -138,7 +133,7 @@ def _include_hash(paths: tuple[str, ...]) -> str | None:
         for f in sorted(x for x in (r.rglob("*") if r.is_dir() else [r]) if x.is_file()):
             if "__pycache__" in f.parts:
                 continue
-            h.update(f"{f.relative_to(r) if r.is_dir() else f.name}\0{_sha256_file(f)}\n".encode())
+            h.update(f"{f.relative_to(r) if r.is_dir() else f.name}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.config import AnalysisConfig
 from benchmarks.answers import GenerationConfig
 from benchmarks.delta import DeltaConfig
 from benchmarks.judge.config import JudgeConfig
@@ -84,10 +85,7 @@ JudgeSection = derive("JudgeSection", JudgeConfig, drop=("backend", "model"), ex
 ))
 
 
-@dataclass
-class AnalysisSection:
-    n_boot: int = option(2000, ge=1, help="bootstrap resamples for every confidence interval")
-    seed: int = option(0, ge=0)
+AnalysisSection = derive("AnalysisSection", AnalysisConfig)
 
 
 @dataclass

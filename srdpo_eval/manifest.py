@@ -32,14 +32,6 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass
 class Unit:
     """One resumable piece of work."""

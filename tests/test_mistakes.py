@@ -204,6 +204,7 @@ CASES = [
     ("delta-pairs-missing", lambda e: delta(e, "--pairs", e["d"] + "/nope.jsonl"), "nope.jsonl: preference data file not found"),
     # figures, data
     ("figures-missing", lambda e: ["figures", e["d"] + "/nowhere"], "run directory not found"),
+    ("figures-n-boot", lambda e: ["figures", e["d"], "--n-boot", "0"], "--n-boot: must be >= 1"),
     ("figures-empty", lambda e: ["figures", e["d"] + "/notamodel"], "no results to report"),
     ("figures-bad-score", lambda e: ["figures", e["broken"]], "gpt-4_single.jsonl:2"),
     ("figures-models-json-cut", lambda e: ["figures", e["cut_models"]], "models.json:1: not valid JSON"),

