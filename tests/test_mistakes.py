@@ -300,3 +300,11 @@ def test_a_hub_model_offline_is_one_line_naming_it(env, capsys, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     line = _one_line_error(capsys, main(train(env, "--model", "srdpo-test/not-cached-anywhere")))
     assert "srdpo-test/not-cached-anywhere: not a local directory, and getting it from the Hugging Face hub" in line
+
+
+def test_judge_dry_run_needs_no_key(env, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert main(judge(env, "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "records needed 8, already in file 0" in out and "to request 8" in out
