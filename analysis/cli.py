@@ -8,7 +8,8 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "figures", help="regenerate every table, figure and report.md of a run directory from stored results",
-        description="Reads train/ logs, judgments, leaderboard/scores.csv and delta/ tables; writes "
+        description="Reads train/ logs, judgments, leaderboard results (refreshing leaderboard/scores.csv) and "
+                    "delta/ tables; writes "
                     "RUN_DIR/tables/*.csv, RUN_DIR/figures/*.png|pdf and RUN_DIR/report.md.")
     p.add_argument("run_dir")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the CIs")
@@ -25,6 +26,10 @@ def _figures(args: argparse.Namespace) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
+    from benchmarks.leaderboard import collect_results, write_scores_csv
+
+    if collect_results(args.run_dir):  # results of leaderboard units that ran elsewhere (reproduce --shard)
+        write_scores_csv(args.run_dir)
     rep = build_report(args.run_dir, n_boot=args.n_boot, seed=args.seed, data_dir=args.data_dir)
     print_summary(rep)
     return 0
