@@ -133,22 +133,32 @@ def test_two_workers_one_killed_then_resumed_equal_one_worker(trained, one_worke
     assert_same_results(out, one_worker)
 
 
-def test_two_shards_one_after_the_other_then_a_plain_run_equal_one_unsharded_run(trained, one_worker):
+def test_two_shards_one_after_the_other_then_a_plain_run_equal_one_unsharded_run(trained, one_worker, capsys):
+    from srdpo_eval.cli import main
+
     cfg, d = trained
     with pytest.raises(UserError, match="training is not finished"):
         reproduce(cfg, d / "untrained", shard=(0, 2))
 
     out = copy_of(trained, "sharded")
     manifest_before = (out / "manifest.json").read_bytes()
+    capsys.readouterr()
+    reproduce(cfg, out, shard=(0, 2), dry_run=True)
+    plan_text = capsys.readouterr().out
     taken0 = reproduce(cfg, out, shard=(0, 2))
     mine = {n for n, a in taken0.items() if a == "run"}
     assert mine and all(n.split("/")[0] in ("answers", "leaderboard", "delta") for n in mine)
+    assert f"this shard: {len(mine)} of the" in plan_text and all(n in plan_text for n in mine)
+    assert "judge/" not in plan_text.split("judge (local")[0]
     assert (out / "manifest.json").read_bytes() == manifest_before  # a shard writes only its own manifest
     assert set(json.loads((out / "manifest.shard-0-of-2.json").read_text())["units"]) == mine
     taken1 = reproduce(cfg, out, shard=(1, 2))
     theirs = {n for n, a in taken1.items() if a == "run"}
     assert theirs and not mine & theirs
     assert not (out / "models.json").exists() and not (out / "mt_bench" / "model_judgment").exists()
+    # `figures` on the shards' results alone: every model's leaderboard scores are there
+    assert main(["figures", str(out), "--n-boot", "20"]) == 0
+    assert (out / "leaderboard" / "scores.csv").read_text().count("\n") == 3  # header, sft, dpo
 
     taken = reproduce(cfg, out)  # merges the two shards and finishes
     assert {n: taken[n] for n in mine | theirs} == {n: "skip" for n in mine | theirs}
