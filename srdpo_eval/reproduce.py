@@ -668,6 +668,11 @@ def _worker_pool(ctx: Context, n: int, units: list[Unit]):
     from srdpo_eval.manifest import unit_hashes
     from srdpo_eval.workers import Workers
 
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+        import gc  # training in this process left cached GPU memory that worker 0 needs
+
+        gc.collect()
+        sys.modules["torch"].cuda.empty_cache()
     hashes = unit_hashes(units)
 
     def command(u: Unit) -> list[str]:
