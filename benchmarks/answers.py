@@ -110,13 +110,16 @@ def load_generator(checkpoint: str | Path, cfg: GenerationConfig):
 
 
 def answer_record(question_id: int, model_id: str, turns: list[str], key: dict | None = None) -> dict:
-    """One line of a FastChat answer file (FastChat ignores the extra ``srdpo`` key)."""
+    """One line of a FastChat answer file (FastChat ignores the extra ``srdpo`` key). The answer_id is a
+    name-based UUID of the answer's content, so the same answer gets the same id in every run (only
+    ``tstamp`` tells runs apart)."""
+    name = json.dumps([question_id, model_id, turns, key], sort_keys=True, ensure_ascii=False)
     try:
         import shortuuid  # what FastChat uses (installed with fschat)
 
-        answer_id = shortuuid.uuid()
+        answer_id = shortuuid.uuid(name=name)
     except ImportError:
-        answer_id = uuid.uuid4().hex
+        answer_id = uuid.uuid5(uuid.NAMESPACE_URL, name).hex
     rec = {"question_id": question_id, "answer_id": answer_id, "model_id": model_id,
            "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()}
     if key is not None:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -239,14 +240,22 @@ def hub_mode(offline: bool, datasets_cache: str | None = None) -> Iterator[None]
 # ------------------------------------------------------------------------------------ lm-eval glue
 
 
+_TASK_MANAGERS: dict[tuple, Any] = {}  # one per process and task set: indexing lm-eval's tasks takes 10-40 s
+
+
 def make_task_manager(cfg: LeaderboardConfig):
-    """lm-eval's TaskManager over its own tasks (unless disabled) and ``cfg.include_path``."""
+    """lm-eval's TaskManager over its own tasks (unless disabled) and ``cfg.include_path``; built once per
+    process for the same task files (the key holds their content hash, so an edited YAML is re-read)."""
     from lm_eval.tasks import TaskManager
 
     for p in cfg.include_path:
         if not Path(p).exists():
             raise LeaderboardError(f"--include-path {p}: no such directory")
-    return TaskManager(include_path=list(cfg.include_path) or None, include_defaults=cfg.include_defaults)
+    key = (tuple(cfg.include_path), _include_hash(cfg.include_path), cfg.include_defaults)
+    if key not in _TASK_MANAGERS:
+        _TASK_MANAGERS[key] = TaskManager(include_path=list(cfg.include_path) or None,
+                                          include_defaults=cfg.include_defaults)
+    return _TASK_MANAGERS[key]
 
 
 def _dataset_paths(loaded_cfg: dict[str, Any]) -> str:
@@ -349,8 +358,18 @@ def _task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:
             for t, ss in samples.items()}
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
+def _stable_json(x: Any, **kw) -> str:
+    """JSON of an lm-eval record without memory addresses: lm-eval writes a function it cannot find the
+    source of as "<function f at 0x7f...>", which would make records and config hashes differ between
+    processes."""
+    return _ADDRESS.sub(">", json.dumps(x, default=str, **kw))
+
+
 def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))
+    return json.loads(_stable_json(x))
 
 
 def run_task(lm, spec: TaskSpec, cfg: LeaderboardConfig, task_manager, *, offline: bool,
@@ -377,7 +396,7 @@ def run_task(lm, spec: TaskSpec, cfg: LeaderboardConfig, task_manager, *, offlin
         "score": score_from_results(spec, out),
         "lm_eval_version": lm_eval.__version__,
         "task_versions": out.get("versions", {}),
-        "task_config_sha256": {t: hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode())
+        "task_config_sha256": {t: hashlib.sha256(_stable_json(c, sort_keys=True).encode())
                                .hexdigest() for t, c in out.get("configs", {}).items()},
         "task_hashes": _task_hashes(samples),
         "n_samples": {t: v.get("effective", v) if isinstance(v, dict) else v
@@ -415,11 +434,12 @@ def _reusable(path: Path, key: str) -> dict | None:
 
 
 def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: LeaderboardConfig,
-                         out_dir: str | Path) -> dict[str, dict[str, float]]:
+                         out_dir: str | Path, *, scores_csv: bool = True) -> dict[str, dict[str, float]]:
     """Evaluate ``[(model_id, checkpoint_dir), ...]`` on ``cfg.tasks``; return {model_id: {task: score}}.
 
     Results are written per (checkpoint, task) as they finish and reused on rerun; scores.csv is
-    rewritten at the end from all results under ``out_dir/leaderboard``.
+    rewritten at the end from all results under ``out_dir/leaderboard`` (unless ``scores_csv`` is False:
+    `reproduce` runs models side by side and writes it once, after them).
     """
     from tqdm.auto import tqdm
 
@@ -469,7 +489,7 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
                 _write_json(path, rec)
                 scores[model_id][spec.name] = rec["score"]
             del lm
-    if _is_main_process():
+    if scores_csv and _is_main_process():
         write_scores_csv(out_dir)
     return scores
 

@@ -2,6 +2,8 @@
 
     RUN_DIR/
       manifest.json                         resolved config, versions, hashes, unit states (reproduce)
+      manifest.shard-<i>-of-<n>.json        the states of a shard's units until a plain reproduce merges them
+      logs/<unit>.log                       the output of a unit run in a worker process (reproduce --workers)
       models.json                           one entry per evaluated checkpoint (ModelEntry)
       data/                                 the default data split (reproduce)
       refcache/                             reference log-probs on x and p ⊕ x, shared by every run
@@ -47,6 +49,14 @@ class RunDir:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def unit_log(self, unit: str) -> Path:
+        """The output of a unit that ran in a worker process (``answers/mt_bench/dpo`` → answers.mt_bench.dpo.log)."""
+        return self.logs / f"{safe_name(unit.replace('/', '.'))}.log"
 
     @property
     def models(self) -> Path:

@@ -5,14 +5,17 @@ units a config asks for and calls each stage's own functions:
 
     phase 1  sft (optional) → reference log-probs (once) → train/<run> for every objective (and λ)
     phase 2  models.json → answers/<bench>/<model> → judge/<bench>/… → leaderboard/<model> → delta/<model>
-             → figures (always regenerated, seconds)
+             → leaderboard (scores.csv) → figures (these two always regenerated, seconds)
 
 Phase 2 is built from the checkpoints that training actually wrote, so `--dry-run` (before training)
-shows it from the config's expected checkpoints instead.
+shows it from the config's expected checkpoints instead. Its model-loading units run in worker
+processes, one per GPU, with ``--workers`` (srdpo_eval.workers), and a share of them per machine with
+``--shard`` (srdpo_eval.shards); training keeps its own launcher (train.launcher, torchrun).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -349,26 +352,28 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
         for m in bench_models:
             units.append(_answers_unit(ctx, bench, m, deps_of(m.model_id)))
         answer_units = lambda ids, b=bench: [f"answers/{b}/{i}" for i in ids]  # noqa: E731
+        # judge units append to one file per judge and mode: the scheduler runs those of a file one at a time
         if cfg.judge.single and bench == "mt_bench":
             ids = [m.model_id for m in bench_models]
+            single = rd.judgments(bench, ctx.judge_model, "single")
             units.append(Unit(f"judge/{bench}/single", "judge",
                               {"judge": ctx.judge_model, "kind": ctx.judge_kind, "models": ids},
                               lambda b=bench, ids=ids: _judge(ctx, b, "single", models=ids),
                               deps=answer_units(ids),
-                              clear=lambda b=bench, ids=ids: drop_judgments(
-                                  rd.judgments(b, ctx.judge_model, "single"), set(ids)),
-                              describe=f"single grading of {len(ids)} models"))
+                              clear=lambda f=single, ids=ids: drop_judgments(f, set(ids)),
+                              describe=f"single grading of {len(ids)} models", worker=True, shared_file=str(single)))
+        pair_file = rd.judgments(bench, ctx.judge_model, "pairwise")
         for a, b in pairs:
             units.append(Unit(f"judge/{bench}/pair/{a}__{b}", "judge",
                               {"judge": ctx.judge_model, "kind": ctx.judge_kind, "pair": [a, b]},
                               lambda be=bench, a=a, b=b: _judge(ctx, be, "pairwise", pairs=[(a, b)]),
                               deps=answer_units([a, b]),
-                              clear=lambda be=bench, a=a, b=b: drop_judgments(
-                                  rd.judgments(be, ctx.judge_model, "pairwise"), {a, b}),
-                              describe=f"{a} vs {b}, both orders"))
+                              clear=lambda f=pair_file, a=a, b=b: drop_judgments(f, {a, b}),
+                              describe=f"{a} vs {b}, both orders", worker=True, shared_file=str(pair_file)))
     if cfg.leaderboard.enabled:
         lb_models = models if cfg.leaderboard.checkpoints == "all" else _bench_models(ctx, models)
-        units.append(_leaderboard_unit(ctx, lb_models, sorted({d for m in lb_models for d in deps_of(m.model_id)})))
+        lb_units = [_leaderboard_unit(ctx, m, deps_of(m.model_id)) for m in lb_models]
+        units += lb_units + [_scores_unit(ctx, lb_units)]
     if cfg.delta.enabled and ctx.delta_pairs:
         for m in models:
             if m.model_id == m.run:  # final checkpoints of each run
@@ -397,7 +402,7 @@ def _answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> U
                 {"bench": bench, "limit": b.limit, "generation": asdict(gcfg), "model": m.model_id,
                  "path": m.path if m.model_id == START_ID else None},
                 run, deps=deps, clear=lambda: remove_path(ctx.rd.answers(bench, m.model_id)),
-                describe=f"{b.limit or 'all'} questions")
+                describe=f"{b.limit or 'all'} questions", worker=True)
 
 
 def _judge(ctx: Context, bench: str, mode: str, *, models=None, pairs=None) -> dict:
@@ -418,9 +423,9 @@ def _bench_data_dir(ctx: Context, bench: str) -> str:
     return str(resolve_data_dir(ctx.cfg.bench.data_dir, bench))
 
 
-def _leaderboard_unit(ctx: Context, models: list[ModelEntry], deps: list[str]) -> Unit:
-    """One unit for all models: lm-eval's task index is built once, results are reused per
-    (checkpoint, task) inside; unreachable data (offline) is a skip note, retried next run."""
+def _leaderboard_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
+    """One model's leaderboard tasks (results reused per (checkpoint, task) inside); unreachable data
+    (offline) is a skip note, retried next run. lm-eval's task index is built once per process."""
     from benchmarks.leaderboard import LeaderboardConfig
 
     lb = ctx.cfg.leaderboard
@@ -429,17 +434,31 @@ def _leaderboard_unit(ctx: Context, models: list[ModelEntry], deps: list[str]) -
     def run():
         from benchmarks.leaderboard import LeaderboardError, evaluate_checkpoints
 
-        try:
-            scores = evaluate_checkpoints([(m.model_id, m.path) for m in models], lcfg, ctx.rd.root)
+        try:  # scores.csv is written once, by the "leaderboard" unit, not by units running side by side
+            scores = evaluate_checkpoints([(m.model_id, m.path)], lcfg, ctx.rd.root, scores_csv=False)
         except LeaderboardError as e:
             print(f"leaderboard skipped: {e}", flush=True)
             return {"skipped": str(e)}
-        return {"scores": scores}
+        return {"scores": scores[m.model_id]}
 
-    return Unit("leaderboard", "leaderboard",
-                {"leaderboard": asdict(lcfg), "models": [m.model_id for m in models]}, run, deps=deps,
-                clear=lambda: [remove_path(ctx.rd.leaderboard_model(m.model_id)) for m in models],
-                describe=f"{len(models)} models x {len(lb.tasks)} tasks" + (f", limit {lb.limit}" if lb.limit else ""))
+    return Unit(f"leaderboard/{m.model_id}", "leaderboard",
+                {"leaderboard": asdict(lcfg), "model": m.model_id, "path": m.path if m.model_id == START_ID else None},
+                run, deps=deps, clear=lambda: remove_path(ctx.rd.leaderboard_model(m.model_id)),
+                describe=f"{len(lb.tasks)} tasks" + (f", limit {lb.limit}" if lb.limit else ""), worker=True)
+
+
+def _scores_unit(ctx: Context, lb_units: list[Unit]) -> Unit:
+    """leaderboard/scores.csv from every (model, task) result, after the models' units (seconds)."""
+
+    def run():
+        from benchmarks.leaderboard import collect_results, write_scores_csv
+
+        if not collect_results(ctx.rd.root):
+            return {"skipped": "no leaderboard results"}
+        return {"scores_csv": str(write_scores_csv(ctx.rd.root))}
+
+    return Unit("leaderboard", "leaderboard", {"models": [u.key["model"] for u in lb_units]}, run,
+                deps=[u.name for u in lb_units], always=True, describe="leaderboard/scores.csv")
 
 
 def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
@@ -460,7 +479,7 @@ def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
                 {"pairs": _data_key(ctx.delta_pairs) if ctx.delta_pairs else None, "delta": asdict(dcfg),
                  "model": m.model_id},
                 run, deps=deps, clear=lambda: remove_path(ctx.rd.delta_table(m.model_id)),
-                describe="Δπ and m(x) on the rated pairs (Table 4)")
+                describe="Δπ and m(x) on the rated pairs (Table 4)", worker=True)
 
 
 def _figures(ctx: Context) -> dict:
@@ -494,10 +513,15 @@ def write_manifest_header(manifest: Manifest, ctx: Context) -> None:
     manifest.save()
 
 
-def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: list[Unit]) -> None:
-    rows = plan(units1 + units2, manifest)
-    width = max(len(u.name) for u, _ in rows)
+def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: list[Unit], *,
+               only: set[str] | None = None) -> None:
+    """The plan of every unit (``only``: of a shard's share, see srdpo_eval.shards)."""
+    rows = [(u, a) for u, a in plan(units1 + units2, manifest) if only is None or u.name in only]
+    width = max((len(u.name) for u, _ in rows), default=0)
     print(f"plan for {ctx.rd.root} (config {ctx.cfg.name!r}):")
+    if only is not None:
+        print(f"  this shard: {len(rows)} of the {len(units2)} evaluation units (training must have finished; "
+              f"judging, models.json, leaderboard/scores.csv and figures are left to a plain run)")
     launches = launch_commands(ctx)
     for u, action in rows:
         print(f"  {action:6s} {u.name:{width}s}  {u.describe}")
@@ -574,25 +598,101 @@ def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):
 
 
 def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | None = None,
-              dry_run: bool = False) -> dict[str, str]:
-    """Run (or with ``dry_run`` only plan) the whole pipeline in ``output``; return {unit: action}."""
+              dry_run: bool = False, workers: int | None = None,
+              shard: tuple[int, int] | None = None) -> dict[str, str]:
+    """Run (or with ``dry_run`` only plan) the whole pipeline in ``output``; return {unit: action}.
+
+    ``workers``: evaluation units run in this many processes, one per GPU (default: one per visible GPU,
+    1 on a CPU: in this process). ``shard`` (i, n): run only the i-th of n shares of the evaluation
+    units, training having finished (srdpo_eval.shards); a later plain run merges and finishes.
+    """
+    from srdpo_eval.shards import check_not_running, running_entry, share
+    from srdpo_eval.workers import default_workers
+
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers}: give 1 or more worker processes")
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise UserError(f"--shard {shard}: give (i, n) with 0 <= i < n")
     check_inputs(cfg)
     rd = RunDir(Path(output))
     rd.root.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest.load(rd.manifest)
+    manifest = Manifest.load(rd.manifest, shard=shard)
     ctx = resolve_inputs(cfg, rd, dry_run=dry_run)
     selected = lambda units: {u.name for u in units if not stages or u.stage in stages}  # noqa: E731
     units1 = phase1_units(ctx)
     if dry_run:
         have = trained_models(ctx)
         models = have if len(have) > 1 else expected_models(ctx)
-        print_plan(ctx, manifest, units1, phase2_units(ctx, models))
+        units2 = phase2_units(ctx, models)
+        print_plan(ctx, manifest, units1, units2, only=share(units2, shard) if shard else None)
         return {}
+    check_not_running(manifest)
+    if shard is not None:
+        _check_trained(manifest, units1, shard)
+        manifest.data["running"] = running_entry()
     write_manifest_header(manifest, ctx)
-    taken = execute(units1, manifest, only=selected(units1))
-    # phase 2 depends on phase 1's keys, so both are hashed together; only phase 2 runs now
-    units2 = phase2_units(ctx, trained_models(ctx))
-    second = execute(units1 + units2, manifest, only=selected(units2))
+    try:
+        taken = {} if shard else execute(units1, manifest, only=selected(units1), desc="phase 1: training")
+        # phase 2 depends on phase 1's keys, so both are hashed together; only phase 2 runs now
+        units2 = phase2_units(ctx, trained_models(ctx))
+        only = selected(units2) & (share(units2, shard) if shard else selected(units2))
+        n = workers or default_workers()
+        with _worker_pool(ctx, n, units1 + units2) as pool:
+            second = execute(units1 + units2, manifest, only=only, workers=pool, desc="phase 2: evaluation")
+    finally:
+        if manifest.data.pop("running", None):
+            manifest.save()
     taken.update({name: action for name, action in second.items() if name not in taken})
-    print(f"done: {rd.root}  (report: {rd.report})")
+    if shard:
+        print(f"shard {shard[0]}/{shard[1]} done: {len(only)} units in {rd.root}; once every shard has "
+              f"finished, a plain `srdpo-eval reproduce` on it judges, merges and draws the figures")
+    else:
+        print(f"done: {rd.root}  (report: {rd.report})")
     return taken
+
+
+def _check_trained(manifest: Manifest, units1: list[Unit], shard: tuple[int, int]) -> None:
+    todo = [u.name for u, action in plan(units1, manifest) if action != "skip"]
+    if todo:
+        raise UserError(f"--shard {shard[0]}/{shard[1]}: training is not finished ({todo[0]}); run a plain "
+                        f"`srdpo-eval reproduce --stages sft reference train` with the same config and output "
+                        f"first (one machine), then the shards")
+
+
+@contextlib.contextmanager
+def _worker_pool(ctx: Context, n: int, units: list[Unit]):
+    """``n`` worker processes for the evaluation units (None for 1: they run in this process)."""
+    if n == 1:
+        yield None
+        return
+    from srdpo_eval.manifest import unit_hashes
+    from srdpo_eval.workers import Workers
+
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+        import gc  # training in this process left cached GPU memory that worker 0 needs
+
+        gc.collect()
+        sys.modules["torch"].cuda.empty_cache()
+    hashes = unit_hashes(units)
+
+    def command(u: Unit) -> list[str]:
+        return [sys.executable, "-m", "srdpo_eval.workers", "--config", str(cfg_file), "--output",
+                str(ctx.rd.root), "--unit", u.name, "--key", hashes[u.name]]
+
+    with Workers(n, command, ctx.rd.unit_log) as pool:
+        cfg_file = pool.tmp / "config.json"
+        cfg_file.write_text(json.dumps(to_dict(ctx.cfg), default=str))
+        yield pool
+
+
+def worker_unit(cfg: ReproduceConfig, output: str | Path, name: str, key: str) -> Unit:
+    """The unit ``name`` of the run in ``output``, rebuilt in a worker process as its parent built it."""
+    from srdpo_eval.manifest import unit_hashes
+
+    ctx = resolve_inputs(cfg, RunDir(Path(output)))
+    units = phase1_units(ctx) + phase2_units(ctx, trained_models(ctx))
+    hashes = unit_hashes(units)
+    if hashes.get(name) != key:  # the run directory or the code changed under the parent
+        raise RuntimeError(f"unit {name}: the worker does not build the unit its parent scheduled "
+                           f"({'a different key' if name in hashes else 'no such unit'})")
+    return next(u for u in units if u.name == name)

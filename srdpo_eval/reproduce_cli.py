@@ -19,7 +19,37 @@ def register(subparsers) -> None:
                    help=f"run only these stages ({', '.join(STAGES)}); the others are left as they are")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan: units to run or skip, training steps, judge calls and cost; run nothing")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="evaluation units run in N processes, one per GPU (default: the number of visible GPUs, "
+                        "1 on a CPU)")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="run only the I-th of N shares of the evaluation units (I = 0 … N-1; training must have "
+                        "finished); a later plain reproduce on the same output judges, merges and finishes")
     p.set_defaults(func=_run)
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1, got {text!r}")
+    return n
+
+
+def _shard(text: str) -> tuple[int, int]:
+    import argparse
+
+    from contracts.errors import UserError
+    from srdpo_eval.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _run(args) -> int:
@@ -28,5 +58,5 @@ def _run(args) -> int:
 
     cfg = load_config(args.config)
     out = args.output or f"runs/{cfg.name}"
-    reproduce(cfg, out, stages=args.stages, dry_run=args.dry_run)
+    reproduce(cfg, out, stages=args.stages, dry_run=args.dry_run, workers=args.workers, shard=args.shard)
     return 0

@@ -287,3 +287,14 @@ def test_answers_made_otherwise_are_never_mixed_in(hf, mt, tmp_path):
     assert sorted(recs) == sorted(q.question_id for q in qs)
     assert [json.loads(x)["answer_id"] for x in before.decode().splitlines()] == [
         recs[q.question_id]["answer_id"] for q in qs[:2]]
+
+
+def test_answer_id_is_named_by_the_answer():
+    from benchmarks.answers import answer_record
+
+    key = {"checkpoint_sha256": "ab" * 32, "seed": 0}
+    one, again = answer_record(81, "dpo", ["hi", "bye"], key), answer_record(81, "dpo", ["hi", "bye"], key)
+    assert one["answer_id"] == again["answer_id"]  # the same answer in another run or worker: the same id
+    others = [answer_record(82, "dpo", ["hi", "bye"], key), answer_record(81, "sft", ["hi", "bye"], key),
+              answer_record(81, "dpo", ["hi", "ciao"], key), answer_record(81, "dpo", ["hi", "bye"], {**key, "seed": 1})]
+    assert len({one["answer_id"], *(r["answer_id"] for r in others)}) == 5

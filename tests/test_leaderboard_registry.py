@@ -81,3 +81,17 @@ def test_overrides_and_unknown_names():
         task_specs(LeaderboardConfig(tasks=("mmlu_pro",)))
     with pytest.raises(LeaderboardError, match="override for unknown task 'arc'"):
         task_specs(LeaderboardConfig(num_fewshot={"arc": 1}))
+
+
+def test_records_hold_no_memory_address():
+    """lm-eval writes a function whose source it cannot read as "<function f at 0x...>": the records
+    and the task-config hashes must not change with the process that evaluated."""
+    from benchmarks.leaderboard import _jsonable
+
+    def doc_to_text(doc):
+        return doc
+
+    rec = {"doc_to_text": "<function doc_to_text at 0x7f9a79b960c0>", "fn": doc_to_text, "n": 1}
+    out = _jsonable(rec)
+    assert out["doc_to_text"] == "<function doc_to_text>" and out["n"] == 1
+    assert " at 0x" not in out["fn"] and "doc_to_text" in out["fn"]

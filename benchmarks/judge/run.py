@@ -10,6 +10,7 @@ reply cache spares even the calls of matches that were cut off halfway.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -334,6 +335,8 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
             return summary
         with JsonlAppender(path) as out:
             await _play(todo, backend, out, store, concurrency, summary, progress)
+        if summary.written:
+            sort_judgments(path)
     finally:
         if store is not None and store is not cache:
             store.close()
@@ -402,6 +405,27 @@ def judge_plan(run_dir, bench: str, judge_model: str, *, mode: str, models: list
     return _run_sync(judge_async(run_dir, bench, _Named(), mode=mode, models=models, pairs=pairs,
                                  data_dir=data_dir, cache=cache, dry_run=True, progress=False, limit=limit,
                                  **estimate_kw), _Named())
+
+
+def _match_order(rec: dict) -> tuple:
+    qid = rec["question_id"]
+    q = (0, qid, "") if isinstance(qid, int) else (1, 0, str(qid))
+    if "model" in rec:
+        return (q, rec["model"], rec["turn"])
+    return (q, *pair_key(0, rec["model_1"], rec["model_2"], rec["turn"])[1:], rec["model_1"])
+
+
+def sort_judgments(path: str | Path) -> None:
+    """Rewrite a judgment file in match order (question, model(s), turn), so that its content does not
+    depend on the order in which replies arrived or judge units ran (FastChat's readers ignore the order).
+    A file already in order is left untouched."""
+    path = Path(path)
+    recs = [rec for _, rec in read_jsonl_lines(path)]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sorted(recs, key=_match_order))
+    if path.read_text(encoding="utf-8") != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
 
 
 def drop_judgments(path: str | Path, models: set[str]) -> int:
