@@ -29,6 +29,13 @@ SINGLE_FIELDS = (*SINGLE_KEY, "score")
 PAIR_KEY = ("question_id", "model_1", "model_2", "turn")  # A vs B and B vs A are one key
 PAIR_FIELDS = (*PAIR_KEY, "g1_winner", "g2_winner")
 WINNERS = ("model_1", "model_2", "tie", "error")
+# A local judge's extra fields (benchmarks/judge/calibration.py → benchmarks/results.py). Single grading:
+# the distributions over 1-10 of the answer, of the content-free prior and calibrated ("score" is the
+# expected rating under the calibrated one). Pairwise: P(model_1 better) over both orders, the pooled tie
+# probability and the verdict "winner" (model_1 / model_2 / tie), which replaces FastChat's tie rule.
+SINGLE_CALIBRATED = ("rating_probs", "prior_probs", "calibrated_probs")
+PAIR_CALIBRATED = ("g1_probs", "g2_probs", "g1_p_model_1", "g2_p_model_1", "p_model_1", "p_tie", "tie_band",
+                   "winner")
 
 # FastChat answer records (<bench>/model_answer/<model_id>.jsonl).
 ANSWER_FIELDS = ("question_id", "answer_id", "model_id", "choices", "tstamp")
