@@ -40,7 +40,12 @@ PAIR_CALIBRATED = ("g1_probs", "g2_probs", "g1_p_model_1", "g2_p_model_1", "p_mo
 # FastChat answer records (<bench>/model_answer/<model_id>.jsonl).
 ANSWER_FIELDS = ("question_id", "answer_id", "model_id", "choices", "tstamp")
 
-# train/<run>/log.jsonl: one row per optimizer step (trainer/train.py → analysis/curves.py).
+# train/<run>/log.jsonl: one row per optimizer step (trainer/train.py → analysis/curves.py). The token
+# counts are of the whole step (all processes): non-padding tokens forwarded and target tokens (those
+# whose log-prob goes through the LM head), with gradient (x) and without (p ⊕ x, Sr objectives only).
+TOKEN_FIELDS = ("tokens/grad", "targets/grad", "tokens/no_grad", "targets/no_grad")
 LOG_FIELDS = ("step", "pairs_seen", "loss", "lr", "grad_norm", "rewards/chosen", "rewards/rejected",
               "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "margin", "accuracy",
-              "margin_p", "accuracy_p", "delta/mean", "delta/std", "step_time_s", "elapsed_s")
+              "margin_p", "accuracy_p", "delta/mean", "delta/std", *TOKEN_FIELDS, "step_time_s", "elapsed_s")
+# train/<run>/run_info.json: parameters per forwarded token and per target token (trainer.logprobs.param_counts).
+PARAM_FIELDS = ("params_body", "params_head")
