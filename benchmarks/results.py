@@ -149,7 +149,8 @@ def load_pair_judgments(path: str | Path) -> pd.DataFrame:
 
 def pairwise_outcomes(df: pd.DataFrame, model_a: str, model_b: str, *, judge: str | None = None) -> pd.DataFrame:
     """One row per (question_id, turn) of A vs B: ``outcome`` win / tie / loss from A's point of view,
-    and ``p_a``, P(A better), where the judge gives one (a local judge; NaN otherwise).
+    ``p_a``, P(A better), where the judge gives one (a local judge; NaN otherwise), and ``identical``:
+    the two answers are the same text (both orders showed the judge the same prompt), a tie by any rule.
 
     Records may name A as model_1 or model_2. FastChat's records: disagreement between the two answer
     orders is a tie. A local judge's records: their ``winner``. Comparisons with an "error" game are
@@ -178,8 +179,11 @@ def pairwise_outcomes(df: pd.DataFrame, model_a: str, model_b: str, *, judge: st
         else:
             won = "tie" if rec["g1_winner"] == "tie" or rec["g1_winner"] != rec["g2_winner"] else rec["g1_winner"]
         outcome = "tie" if won == "tie" else ("win" if won == a_slot else "loss")
-        rows.append({"question_id": rec["question_id"], "turn": rec["turn"], "outcome": outcome, "p_a": p_a})
-    out = pd.DataFrame(rows, columns=["question_id", "turn", "outcome", "p_a"])
+        prompts = (rec.get("g1_user_prompt"), rec.get("g2_user_prompt"))
+        identical = prompts[0] == prompts[1] if all(isinstance(p, str) for p in prompts) else np.nan
+        rows.append({"question_id": rec["question_id"], "turn": rec["turn"], "outcome": outcome, "p_a": p_a,
+                     "identical": identical})
+    out = pd.DataFrame(rows, columns=["question_id", "turn", "outcome", "p_a", "identical"])
     n_all = len(out)
     out = out.drop_duplicates(["question_id", "turn"], keep="last").sort_values(["question_id", "turn"])
     out = out.reset_index(drop=True)
@@ -199,7 +203,9 @@ def win_rates(outcomes: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, conf
     win, tie, loss = (int(counts.get(k, 0)) for k in ("win", "tie", "loss"))
     if win + tie + loss != n:
         raise ValueError(f"outcomes must be win/tie/loss, got {sorted(set(outcomes['outcome']) - {'win', 'tie', 'loss'})}")
-    res = {"n": n, "n_questions": int(outcomes["question_id"].nunique()), "win": np.nan, "tie": np.nan,
+    same = outcomes["identical"] if "identical" in outcomes else pd.Series(np.nan, index=outcomes.index)
+    res = {"n": n, "n_questions": int(outcomes["question_id"].nunique()),
+           "n_identical": int(same.sum()) if same.notna().all() else np.nan, "win": np.nan, "tie": np.nan,
            "loss": np.nan, "win_rate": np.nan, "adjusted_win_rate": np.nan, "win_ci_low": np.nan,
            "win_ci_high": np.nan, "adjusted_ci_low": np.nan, "adjusted_ci_high": np.nan,
            "p_a": np.nan, "p_a_ci_low": np.nan, "p_a_ci_high": np.nan}
@@ -235,6 +241,7 @@ def pairwise_table(df: pd.DataFrame, pairs: list[tuple[str, str]], *, judge: str
         r = win_rates(out, n_boot=n_boot, seed=seed, confidence=confidence)
         rows.append({"comparison": f"{a} vs {b}", "model_a": a, "model_b": b,
                      "win": 100 * r["win"], "tie": 100 * r["tie"], "lose": 100 * r["loss"], "n": r["n"],
+                     "n_identical": r["n_identical"],
                      "win_rate": r["win_rate"], "adjusted_win_rate": r["adjusted_win_rate"],
                      "adjusted_ci_low": r["adjusted_ci_low"], "adjusted_ci_high": r["adjusted_ci_high"],
                      "win_ci_low": r["win_ci_low"], "win_ci_high": r["win_ci_high"],

@@ -149,9 +149,12 @@ def test_pairwise_pools_both_orders_by_hand(judged, fastchat_data_dir, tiny_mode
 
 
 def test_identical_answers_are_an_exact_tie(judged):
-    _, _, records, *_ = judged
+    run, judge, records, *_ = judged
     same = [r for r in records["pairwise"] if {r["model_1"], r["model_2"]} == {"alpha", "alpha-copy"}]
     assert len(same) == 8 and all(r["p_model_1"] == 0.5 and r["winner"] == "tie" for r in same)
+    df = R.load_pair_judgments(RunDir(run).judgments("mt_bench", judge.model, "pairwise"))
+    t = R.pairwise_table(df, [("alpha", "alpha-copy"), ("alpha", "beta")], n_boot=100).set_index("model_b")
+    assert t.loc["alpha-copy", "n_identical"] == 8 and t.loc["beta", "n_identical"] == 0
 
 
 def test_a_rerun_asks_nothing_and_the_cache_keys_name_the_reply_version(judged, fastchat_data_dir):
