@@ -478,7 +478,8 @@ def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
         from benchmarks.delta import compute_delta
 
         out = ctx.rd.delta_table(m.model_id)
-        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.ref_model,
+        # the reference's terms on these pairs are the same for every model: cached once in refcache/
+        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.ref_model, ref_cache_dir=ctx.rd.refcache,
                       model_id=m.model_id)
         return {"table": str(out)}
 
