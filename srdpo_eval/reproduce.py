@@ -579,7 +579,8 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
             notes.append(f"{bench}: data not available ({e})")
             continue
         turns = 2 if bench == "mt_bench" else 1
-        n = n_q * turns * (2 if mode == "pairwise" else len(models))
+        # a local judge grades each question and turn once more, against the content-free answer
+        n = n_q * turns * (2 if mode == "pairwise" else len(models) + (ctx.judge_kind == "local"))
         calls += n
         counted += n
     line = f"judge ({ctx.judge_kind}: {ctx.judge_model}): {calls} calls to make, {cached} of them cached"
