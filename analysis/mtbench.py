@@ -15,11 +15,12 @@ from contracts.ids import safe_name
 OBJECTIVES = tuple(o for o in objectives.ORDER if objectives.OBJECTIVES[o].trainable)
 
 
-def score_table(inputs: Inputs, df: pd.DataFrame) -> pd.DataFrame:
-    """Turn 1 / turn 2 / overall mean score (1–10) per model, with its objective and pairs seen."""
+def score_table(inputs: Inputs, df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Turn 1 / turn 2 / overall mean score (1–10) per model with the overall's bootstrap CI over
+    questions, its objective and pairs seen."""
     from benchmarks import results
 
-    t = results.mt_bench_scores(df).reset_index().rename(columns={"model": "model_id"})
+    t = results.mt_bench_scores(df, n_boot=n_boot, seed=seed).reset_index().rename(columns={"model": "model_id"})
     meta = [inputs.entry(m) for m in t["model_id"]]
     t.insert(1, "objective", [e.objective if e else None for e in meta])
     t.insert(2, "pairs_seen", [e.pairs_seen if e else None for e in meta])
@@ -57,7 +58,7 @@ def category_figure(cats: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def mtbench_section(inputs: Inputs, data_dir=None) -> Section:
+def mtbench_section(inputs: Inputs, data_dir=None, *, n_boot: int = 2000, seed: int = 0) -> Section:
     """MT-Bench / Vicuna-Bench single-grading scores per model and per category."""
     sec = Section("Single-grading scores (MT-Bench, Vicuna-Bench)")
     if not inputs.single:
@@ -65,7 +66,7 @@ def mtbench_section(inputs: Inputs, data_dir=None) -> Section:
         return sec
     for (bench, judge), df in inputs.single.items():
         key = f"{bench}_scores_{safe_name(judge)}"
-        sec.tables[key] = score_table(inputs, df)
+        sec.tables[key] = score_table(inputs, df, n_boot=n_boot, seed=seed)
         sec.main_tables += (key,)
         try:
             cats = category_table(inputs, df, bench, data_dir)
@@ -79,5 +80,8 @@ def mtbench_section(inputs: Inputs, data_dir=None) -> Section:
                                                       f"(judge: {judge})")
         else:
             sec.notes.append(f"{bench} categories skipped: no final model of an objective was graded")
-    sec.text = "Mean judge score 1–10 (FastChat single grading; score −1 = no verdict, left out)."
+    sec.text = ("Mean judge score 1–10 (FastChat single grading; score −1 = no verdict, left out), overall with "
+                "a 95% bootstrap CI over questions [`ci_low`, `ci_high`]. A local judge's score is its "
+                "expected rating calibrated against a content-free answer (docs/method.md). The category "
+                "table has one mean per category and no CI (as many questions per category as the run took).")
     return sec

@@ -35,7 +35,7 @@ def make_sections(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0, data_dir
     return [
         training_section(inputs),
         winrate_section(inputs, n_boot=n_boot, seed=seed),
-        mtbench_section(inputs, data_dir=data_dir),
+        mtbench_section(inputs, data_dir=data_dir, n_boot=n_boot, seed=seed),
         leaderboard_section(inputs),
         correlation_section(inputs, n_boot=n_boot, seed=seed),
     ]
@@ -91,8 +91,10 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
 
 def render_markdown(rep: Report) -> str:
     """report.md: notes on missing inputs, then per section its tables (markdown) and figure links."""
+    from analysis.about import about
+
     root = rep.inputs.run.root
-    lines = [f"# srdpo-eval report: {root.name}", "",
+    lines = [f"# srdpo-eval report: {root.name}", "", about(rep.inputs), "",
              f"Regenerate with `srdpo-eval figures {root}`. Paper numbers: {paper_numbers.SOURCE}.", ""]
     lines += [f"Figures made ({len(rep.figures)}): " + (", ".join(f"`{n}`" for n in rep.figures) or "none"), ""]
     if rep.notes:

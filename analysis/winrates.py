@@ -17,8 +17,11 @@ SR_PAIRS = objectives.SR_PAIRS  # (Sr-X, X)
 # The paper's Table 2: each Sr objective against its base, then against the other bases.
 TABLE2_PAIRS = (*SR_PAIRS, *[(sr, b) for sr, _ in SR_PAIRS for _, b in SR_PAIRS if (sr, b) not in SR_PAIRS])
 TRAINED = tuple(o for o in objectives.ORDER if o in objectives.PREFERENCE)  # dpo sr-dpo ipo sr-ipo
-COLUMNS = ["bench", "judge", "model_a", "model_b", "n", "win", "tie", "loss", "win_rate", "adjusted_win_rate",
-           "adjusted_ci_low", "adjusted_ci_high"]
+# n_identical: judged turns where both answers are the same text (a tie whatever the judge); in percent
+# from "win" on; p_a: a local judge's mean P(A better) over both orders (NaN for FastChat's records)
+COLUMNS = ["bench", "judge", "model_a", "model_b", "n", "n_identical", "win", "tie", "loss", "win_rate",
+           "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high", "p_a", "p_a_ci_low", "p_a_ci_high"]
+PERCENT = COLUMNS[COLUMNS.index("win"):]
 
 
 def _judged(df: pd.DataFrame, a: str, b: str) -> bool:
@@ -36,8 +39,8 @@ def compare(df: pd.DataFrame, bench: str, judge: str, a: str, b: str, *, n_boot:
     if len(outcomes) == 0:
         return None
     r = results.win_rates(outcomes, n_boot=n_boot, seed=seed)
-    row = {"bench": bench, "judge": judge, "model_a": a, "model_b": b, "n": int(r["n"])}
-    for k in COLUMNS[5:]:
+    row = {"bench": bench, "judge": judge, "model_a": a, "model_b": b, "n": int(r["n"]), "n_identical": r["n_identical"]}
+    for k in PERCENT:
         row[k] = 100.0 * float(r[k])
     return row
 
@@ -191,7 +194,10 @@ def winrate_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> Sec
         sec.notes.append(f"skipped: no pairwise judgments; produced by {PRODUCERS['pair']}")
         return sec
     sec.text = ("Percent of judged turns (FastChat: a verdict that flips when the answers are swapped counts "
-                "as a tie). Adjusted win rate = win + tie/2, 95% bootstrap CI over questions. "
+                "as a tie; a local judge: its most probable verdict once both answer orders are pooled, "
+                "docs/method.md). Adjusted win rate = win + tie/2, 95% bootstrap CI over questions. `p_a`: a "
+                "local judge's mean probability (%) that A is the better answer, with its CI. `n_identical`: "
+                "judged turns where both models gave the same text, a tie whatever the judge. "
                 "`paper_*`: the paper's Table 2 (GPT-4 judge).")
     t2 = table2(inputs, n_boot=n_boot, seed=seed)
     if len(t2):

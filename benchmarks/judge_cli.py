@@ -13,6 +13,7 @@ from contracts.run_dir import RunDir
 
 
 def register(subparsers) -> None:
+    from benchmarks.cli import add_question_flags
     from benchmarks.judge.config import JudgeConfig
     from contracts.settings import add_flags
 
@@ -30,8 +31,7 @@ def register(subparsers) -> None:
                         "(more than two: every pair)")
     p.add_argument("--baseline", default=None, help="pairwise: judge each of --models against this model")
     p.add_argument("--data-dir", default=None, help="FastChat llm_judge data folder")
-    p.add_argument("--limit", type=int, default=None,
-                   help="judge only the first N questions (as answered with `answers --limit N`)")
+    add_question_flags(p)  # the same questions as `answers` was given
     p.add_argument("--no-cache", action="store_true", help="do not read or write RUN_DIR/judge_cache.sqlite")
     p.add_argument("--dry-run", action="store_true",
                    help="count calls, cache hits, tokens and cost; call nothing (no API key needed)")
@@ -50,9 +50,12 @@ def _config(args):
     flags = {"backend": "--judge-backend", "model": "--judge-model"}
     cfg = apply(JudgeConfig(), given(args, [f.name for f in fields(JudgeConfig)]), FlagSource(flags))
     check_required(cfg, FlagSource(flags))
-    for flag, v in (("--limit", args.limit), ("--price-in", args.price_in), ("--price-out", args.price_out)):
-        if v is not None and v < (1 if flag == "--limit" else 0):
-            raise UserError(f"{flag}: must be >= {1 if flag == '--limit' else 0}, got {v}")
+    from benchmarks.cli import check_question_flags
+
+    check_question_flags(args)
+    for flag, v in (("--price-in", args.price_in), ("--price-out", args.price_out)):
+        if v is not None and v < 0:
+            raise UserError(f"{flag}: must be >= 0, got {v}")
     if not RunDir(args.run_dir).root.is_dir():
         raise UserError(f"{args.run_dir}: run directory not found")
     return cfg
@@ -87,14 +90,15 @@ def run_judge(args: argparse.Namespace) -> int:
 def _run_judge(args: argparse.Namespace) -> int:
     import asyncio
 
-    from benchmarks.judge.config import judge_name, make_backend
+    from benchmarks.judge.config import judge_name, make_backend, reply_version
     from benchmarks.judge.run import JudgeRunError, judge_async, judge_plan, list_answer_models
 
     cfg = _config(args)
     benches = _benches(args)
     jobs = []
     for bench in benches:
-        kw = dict(data_dir=args.data_dir, cache=not args.no_cache, price_in=args.price_in, price_out=args.price_out)
+        kw = dict(data_dir=args.data_dir, cache=not args.no_cache, price_in=args.price_in, price_out=args.price_out,
+                  limit=args.limit, per_category=args.per_category)
         if args.mode == "single":
             kw["models"] = args.models
         else:
@@ -103,8 +107,8 @@ def _run_judge(args: argparse.Namespace) -> int:
 
     name = judge_name(cfg)
     if args.dry_run:  # no backend: no key needed, no model loaded
-        results = [(bench, kw, judge_plan(args.run_dir, bench, name, mode=args.mode, limit=args.limit, **kw))
-                   for bench, kw in jobs]
+        results = [(bench, kw, judge_plan(args.run_dir, bench, name, mode=args.mode, reply_version=reply_version(cfg),
+                                          **kw)) for bench, kw in jobs]
     else:
         backend = make_backend(cfg)
 
@@ -114,8 +118,7 @@ def _run_judge(args: argparse.Namespace) -> int:
                 for bench, kw in jobs:
                     try:
                         results.append((bench, kw, await judge_async(
-                            args.run_dir, bench, backend, mode=args.mode, limit=args.limit,
-                            concurrency=cfg.concurrency, progress=not args.no_progress, **kw)))
+                            args.run_dir, bench, backend, mode=args.mode, concurrency=cfg.concurrency, progress=not args.no_progress, **kw)))
                     except JudgeRunError as e:
                         results.append((bench, kw, e))
             finally:
@@ -159,5 +162,5 @@ def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
         table = R.pairwise_table(R.load_pair_judgments(path), kw["pairs"], judge=judge)
         table.to_csv(tables / f"{stem}.csv", index=False)
         cols = ["comparison", "win", "tie", "lose", "n", "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high",
-                "n_errors"]
+                "n_errors"] + (["p_a", "p_a_ci_low", "p_a_ci_high"] if table["p_a"].notna().any() else [])
         print(R.format_table(table[cols].set_index("comparison")))

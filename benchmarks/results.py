@@ -3,6 +3,9 @@
 The numbers follow FastChat's show_result: single grading drops score -1 (no verdict) and averages
 turn 1, turn 2 and all turns together; a pairwise comparison counts as a tie when either game says tie
 or the two answer orders disagree, and comparisons with an "error" game are left out (and counted).
+A local judge's pairwise records carry their own verdict over both orders (``winner``, from the
+probabilities: benchmarks/judge/calibration.py) and P(model_1 better); those are used instead.
+Every interval is a 95% percentile bootstrap over questions (both turns of a question together).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from scipy import stats
 
 from benchmarks.judge.jsonl import dedupe, read_jsonl_lines, require
 from contracts.errors import UserError
-from contracts.tables import PAIR_FIELDS, SINGLE_FIELDS, WINNERS
+from contracts.tables import PAIR_CALIBRATED, PAIR_FIELDS, SINGLE_FIELDS, WINNERS
 
 
 def _judge_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +49,7 @@ def load_single_judgments(path: str | Path) -> pd.DataFrame:
         if rec["turn"] not in (1, 2):
             raise UserError(f"{path}:{line}: field 'turn' must be 1 or 2, got {rec['turn']!r}")
         rows.append(rec)
-    df = pd.DataFrame(rows, columns=list(dict.fromkeys([*SINGLE_FIELDS, *(rows[0] if rows else {})])))
+    df = pd.DataFrame(rows, columns=list(dict.fromkeys([*SINGLE_FIELDS, *(k for r in rows for k in r)])))
     df["score"] = df["score"].astype(float)
     return _judge_columns(df)
 
@@ -57,8 +60,10 @@ def _valid_scores(df: pd.DataFrame, judge: str | None) -> pd.DataFrame:
     return df[df["score"] != -1]
 
 
-def mt_bench_scores(df: pd.DataFrame, *, judge: str | None = None) -> pd.DataFrame:
-    """Per model: mean score of turn 1, turn 2 and of all turns ("overall"), as FastChat's show_result.
+def mt_bench_scores(df: pd.DataFrame, *, judge: str | None = None, n_boot: int = 2000, seed: int = 0,
+                    confidence: float = 0.95) -> pd.DataFrame:
+    """Per model: mean score of turn 1, turn 2 and of all turns ("overall"), as FastChat's show_result,
+    with a bootstrap CI of "overall" over questions (``ci_low``, ``ci_high``).
 
     Rows with score -1 (no verdict) are left out of the means and counted in ``n_errors``. Sorted by
     overall score, best first. ``judge`` keeps only that judge model's records.
@@ -69,9 +74,28 @@ def mt_bench_scores(df: pd.DataFrame, *, judge: str | None = None) -> pd.DataFra
     out["turn_1"] = ok[ok["turn"] == 1].groupby("model")["score"].mean()
     out["turn_2"] = ok[ok["turn"] == 2].groupby("model")["score"].mean()
     out["overall"] = ok.groupby("model")["score"].mean()
+    ci = {m: _question_ci(g, "score", n_boot=n_boot, seed=seed, confidence=confidence) for m, g in ok.groupby("model")}
+    out["ci_low"] = pd.Series({m: c[0] for m, c in ci.items()}, dtype=float)
+    out["ci_high"] = pd.Series({m: c[1] for m, c in ci.items()}, dtype=float)
     out["n"] = ok.groupby("model").size().reindex(out.index, fill_value=0)
     out["n_errors"] = (sub["score"] == -1).groupby(sub["model"]).sum().reindex(out.index, fill_value=0).astype(int)
     return out.sort_values("overall", ascending=False)
+
+
+def _question_ci(rows: pd.DataFrame, column: str, *, n_boot: int, seed: int,
+                 confidence: float) -> tuple[float, float]:
+    """Bootstrap CI of the mean of ``column`` over rows, resampling questions (a question's turns stay
+    together; the mean is the ratio of summed values to summed counts). NaN with fewer than 2 questions."""
+    per_q = rows.groupby("question_id")[column].agg(["sum", "size"])
+    if len(per_q) < 2:
+        return np.nan, np.nan
+    s, k = per_q["sum"].to_numpy(float), per_q["size"].to_numpy(float)
+    if np.ptp(s / k) == 0:  # every question the same: nothing varies under resampling
+        return float(s.sum() / k.sum()), float(s.sum() / k.sum())
+    ci = stats.bootstrap((s, k), lambda s, k, axis: s.sum(axis) / k.sum(axis), paired=True, vectorized=True,
+                         n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                         rng=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def mt_bench_category_scores(df: pd.DataFrame, questions=None, *, data_dir=None, bench: str = "mt_bench",
@@ -112,36 +136,54 @@ def load_pair_judgments(path: str | Path) -> pd.DataFrame:
         for name in ("g1_winner", "g2_winner"):
             if rec[name] not in WINNERS:
                 raise UserError(f"{path}:{line}: field {name!r} must be one of {WINNERS}, got {rec[name]!r}")
+        if "winner" in rec:  # a local judge's record: its verdict over both orders and P(model_1 better)
+            for name in PAIR_CALIBRATED:
+                if name not in rec:
+                    raise UserError(f"{path}:{line}: a record with 'winner' needs field {name!r} too")
+            if rec["winner"] not in WINNERS[:3]:
+                raise UserError(f"{path}:{line}: field 'winner' must be one of {WINNERS[:3]}, got {rec['winner']!r}")
         rows.append(rec)
-    df = pd.DataFrame(rows, columns=list(dict.fromkeys([*PAIR_FIELDS, *(rows[0] if rows else {})])))
+    df = pd.DataFrame(rows, columns=list(dict.fromkeys([*PAIR_FIELDS, *(k for r in rows for k in r)])))
     return _judge_columns(df)
 
 
 def pairwise_outcomes(df: pd.DataFrame, model_a: str, model_b: str, *, judge: str | None = None) -> pd.DataFrame:
-    """One row per (question_id, turn) of A vs B: ``outcome`` win / tie / loss from A's point of view.
+    """One row per (question_id, turn) of A vs B: ``outcome`` win / tie / loss from A's point of view,
+    ``p_a``, P(A better), where the judge gives one (a local judge; NaN otherwise), and ``identical``:
+    the two answers are the same text (both orders showed the judge the same prompt), a tie by any rule.
 
-    Records may name A as model_1 or model_2. Disagreement between the two answer orders is a tie
-    (FastChat's rule). Comparisons with an "error" game are dropped and counted in
-    ``.attrs["n_errors"]``; repeated (question, turn) records keep the last and are counted in
-    ``.attrs["n_duplicates"]``.
+    Records may name A as model_1 or model_2. FastChat's records: disagreement between the two answer
+    orders is a tie. A local judge's records: their ``winner``. Comparisons with an "error" game are
+    dropped and counted in ``.attrs["n_errors"]``; repeated (question, turn) records keep the last and
+    are counted in ``.attrs["n_duplicates"]``.
     """
     if judge is not None:
         df = df[df["judge_model"] == judge]
     fwd = (df["model_1"] == model_a) & (df["model_2"] == model_b)
     rev = (df["model_1"] == model_b) & (df["model_2"] == model_a)
     sel = df[fwd | rev]
-    is_error = (sel["g1_winner"] == "error") | (sel["g2_winner"] == "error")
+    calibrated = sel["winner"].notna() if "winner" in sel else pd.Series(False, index=sel.index)
+    if calibrated.any() and not calibrated.all():
+        raise UserError(f"judgments of {model_a} vs {model_b}: some records carry a local judge's verdict "
+                        "('winner') and some do not; judge them again with one judge")
+    is_error = ((sel["g1_winner"] == "error") | (sel["g2_winner"] == "error")) & ~calibrated
     n_errors = int(is_error.sum())
     sel = sel[~is_error]
     rows = []
-    for rec in sel.itertuples(index=False):
-        if rec.g1_winner == "tie" or rec.g1_winner != rec.g2_winner:
-            outcome = "tie"
+    for rec in sel.to_dict("records"):
+        a_slot = "model_1" if rec["model_1"] == model_a else "model_2"
+        p_a = np.nan
+        if calibrated.any():
+            won = rec["winner"]
+            p_a = rec["p_model_1"] if a_slot == "model_1" else 1.0 - rec["p_model_1"]
         else:
-            a_slot = "model_1" if rec.model_1 == model_a else "model_2"
-            outcome = "win" if rec.g1_winner == a_slot else "loss"
-        rows.append({"question_id": rec.question_id, "turn": rec.turn, "outcome": outcome})
-    out = pd.DataFrame(rows, columns=["question_id", "turn", "outcome"])
+            won = "tie" if rec["g1_winner"] == "tie" or rec["g1_winner"] != rec["g2_winner"] else rec["g1_winner"]
+        outcome = "tie" if won == "tie" else ("win" if won == a_slot else "loss")
+        prompts = (rec.get("g1_user_prompt"), rec.get("g2_user_prompt"))
+        identical = prompts[0] == prompts[1] if all(isinstance(p, str) for p in prompts) else np.nan
+        rows.append({"question_id": rec["question_id"], "turn": rec["turn"], "outcome": outcome, "p_a": p_a,
+                     "identical": identical})
+    out = pd.DataFrame(rows, columns=["question_id", "turn", "outcome", "p_a", "identical"])
     n_all = len(out)
     out = out.drop_duplicates(["question_id", "turn"], keep="last").sort_values(["question_id", "turn"])
     out = out.reset_index(drop=True)
@@ -150,7 +192,8 @@ def pairwise_outcomes(df: pd.DataFrame, model_a: str, model_b: str, *, judge: st
 
 
 def win_rates(outcomes: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Win / tie / loss shares, win rate, adjusted win rate (win + ½ tie) and bootstrap CIs.
+    """Win / tie / loss shares, win rate, adjusted win rate (win + ½ tie) and bootstrap CIs; with a judge
+    that gives P(A better) (``p_a``), also its mean ``p_a`` and CI.
 
     The bootstrap (scipy.stats.bootstrap, percentile method) resamples *questions*: both turns of a
     question stay together, and a rate is the ratio of summed counts over the resampled questions.
@@ -160,11 +203,18 @@ def win_rates(outcomes: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, conf
     win, tie, loss = (int(counts.get(k, 0)) for k in ("win", "tie", "loss"))
     if win + tie + loss != n:
         raise ValueError(f"outcomes must be win/tie/loss, got {sorted(set(outcomes['outcome']) - {'win', 'tie', 'loss'})}")
-    res = {"n": n, "n_questions": int(outcomes["question_id"].nunique()), "win": np.nan, "tie": np.nan,
+    same = outcomes["identical"] if "identical" in outcomes else pd.Series(np.nan, index=outcomes.index)
+    res = {"n": n, "n_questions": int(outcomes["question_id"].nunique()),
+           "n_identical": int(same.sum()) if same.notna().all() else np.nan, "win": np.nan, "tie": np.nan,
            "loss": np.nan, "win_rate": np.nan, "adjusted_win_rate": np.nan, "win_ci_low": np.nan,
-           "win_ci_high": np.nan, "adjusted_ci_low": np.nan, "adjusted_ci_high": np.nan}
+           "win_ci_high": np.nan, "adjusted_ci_low": np.nan, "adjusted_ci_high": np.nan,
+           "p_a": np.nan, "p_a_ci_low": np.nan, "p_a_ci_high": np.nan}
     if n == 0:
         return res
+    if "p_a" in outcomes and outcomes["p_a"].notna().all():
+        res["p_a"] = float(outcomes["p_a"].mean())
+        res["p_a_ci_low"], res["p_a_ci_high"] = _question_ci(outcomes, "p_a", n_boot=n_boot, seed=seed,
+                                                             confidence=confidence)
     res.update(win=win / n, tie=tie / n, loss=loss / n, win_rate=win / n, adjusted_win_rate=(win + 0.5 * tie) / n)
     per_q = outcomes.groupby("question_id")["outcome"].agg(
         w=lambda s: (s == "win").sum(), t=lambda s: (s == "tie").sum(), k="size")
@@ -191,9 +241,11 @@ def pairwise_table(df: pd.DataFrame, pairs: list[tuple[str, str]], *, judge: str
         r = win_rates(out, n_boot=n_boot, seed=seed, confidence=confidence)
         rows.append({"comparison": f"{a} vs {b}", "model_a": a, "model_b": b,
                      "win": 100 * r["win"], "tie": 100 * r["tie"], "lose": 100 * r["loss"], "n": r["n"],
+                     "n_identical": r["n_identical"],
                      "win_rate": r["win_rate"], "adjusted_win_rate": r["adjusted_win_rate"],
                      "adjusted_ci_low": r["adjusted_ci_low"], "adjusted_ci_high": r["adjusted_ci_high"],
                      "win_ci_low": r["win_ci_low"], "win_ci_high": r["win_ci_high"],
+                     "p_a": r["p_a"], "p_a_ci_low": r["p_a_ci_low"], "p_a_ci_high": r["p_a_ci_high"],
                      "n_errors": out.attrs["n_errors"]})
     return pd.DataFrame(rows)
 

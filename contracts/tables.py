@@ -29,11 +29,23 @@ SINGLE_FIELDS = (*SINGLE_KEY, "score")
 PAIR_KEY = ("question_id", "model_1", "model_2", "turn")  # A vs B and B vs A are one key
 PAIR_FIELDS = (*PAIR_KEY, "g1_winner", "g2_winner")
 WINNERS = ("model_1", "model_2", "tie", "error")
+# A local judge's extra fields (benchmarks/judge/calibration.py → benchmarks/results.py). Single grading:
+# the distributions over 1-10 of the answer, of the content-free prior and calibrated ("score" is the
+# expected rating under the calibrated one). Pairwise: P(model_1 better) over both orders, the pooled tie
+# probability and the verdict "winner" (model_1 / model_2 / tie), which replaces FastChat's tie rule.
+SINGLE_CALIBRATED = ("rating_probs", "prior_probs", "calibrated_probs")
+PAIR_CALIBRATED = ("g1_probs", "g2_probs", "g1_p_model_1", "g2_p_model_1", "p_model_1", "p_tie", "tie_band",
+                   "winner")
 
 # FastChat answer records (<bench>/model_answer/<model_id>.jsonl).
 ANSWER_FIELDS = ("question_id", "answer_id", "model_id", "choices", "tstamp")
 
-# train/<run>/log.jsonl: one row per optimizer step (trainer/train.py → analysis/curves.py).
+# train/<run>/log.jsonl: one row per optimizer step (trainer/train.py → analysis/curves.py). The token
+# counts are of the whole step (all processes): non-padding tokens forwarded and target tokens (those
+# whose log-prob goes through the LM head), with gradient (x) and without (p ⊕ x, Sr objectives only).
+TOKEN_FIELDS = ("tokens/grad", "targets/grad", "tokens/no_grad", "targets/no_grad")
 LOG_FIELDS = ("step", "pairs_seen", "loss", "lr", "grad_norm", "rewards/chosen", "rewards/rejected",
               "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "margin", "accuracy",
-              "margin_p", "accuracy_p", "delta/mean", "delta/std", "step_time_s", "elapsed_s")
+              "margin_p", "accuracy_p", "delta/mean", "delta/std", *TOKEN_FIELDS, "step_time_s", "elapsed_s")
+# train/<run>/run_info.json: parameters per forwarded token and per target token (trainer.logprobs.param_counts).
+PARAM_FIELDS = ("params_body", "params_head")

@@ -20,7 +20,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 
 from benchmarks.fastchat_data import load_questions, resolve_data_dir  # noqa: E402
 from benchmarks.judge.openai_backend import OpenAIBackend  # noqa: E402
-from benchmarks.judge.run import _load_inputs, judge_single, single_matches  # noqa: E402
+from benchmarks.judge.run import Judge, _load_inputs, judge_single, single_matches  # noqa: E402
 from contracts.run_dir import RunDir  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fastchat_llm_judge"
@@ -56,7 +56,7 @@ def main() -> None:
                 write_answers(Path(tmp), data_dir, "bench-model")
                 t0 = time.perf_counter()  # the fixed part: load data and answers, build the 160 prompts
                 questions, prompts, answers = _load_inputs(Path(tmp), "mt_bench", ["bench-model"], data_dir)
-                single_matches(questions, prompts, answers, "gpt-4", run_dir=Path(tmp), bench="mt_bench")
+                single_matches(questions, prompts, answers, Judge("gpt-4"), run_dir=Path(tmp), bench="mt_bench")
                 setup.append(time.perf_counter() - t0)
                 before = server.requests
                 t0, c0 = time.perf_counter(), time.process_time()

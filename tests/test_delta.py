@@ -209,3 +209,22 @@ def test_compute_delta_reads_defaults_from_the_checkpoint(models, tmp_path):
     direct = delta_for_records(models["other"], models["ref"], [dict(r) for r in RECORDS if r["id"] in set(t["id"])],
                                tmp_path / "b.csv", model_id="sr-ipo", cfg=_cfg(beta=0.3))
     np.testing.assert_allclose(t["delta"], direct["delta"], atol=1e-9)
+
+
+def test_reference_cache_is_shared_by_the_policies(models, tmp_path, monkeypatch):
+    """With ref_cache_dir the reference is scored once for several policies on the same pairs, and the
+    tables equal those scored without the cache."""
+    import trainer.modeling
+    from benchmarks.delta import delta_for_records
+
+    plain = {m: delta_for_records(models[m], models["ref"], [dict(r) for r in RECORDS], tmp_path / f"{m}.csv",
+                                  model_id=m, cfg=_cfg()) for m in ("other", "same")}
+    loads = []
+    real = trainer.modeling.load_causal_lm
+    monkeypatch.setattr(trainer.modeling, "load_causal_lm", lambda path, **kw: loads.append(str(path)) or real(path, **kw))
+    for m in ("other", "same"):
+        cached = delta_for_records(models[m], models["ref"], [dict(r) for r in RECORDS], tmp_path / f"{m}-c.csv",
+                                   model_id=m, cfg=_cfg(), ref_cache_dir=tmp_path / "refcache")
+        cols = ["delta", "margin", "margin_p", "ref_logp_chosen", "ref_logp_p_rejected"]
+        pd.testing.assert_frame_equal(cached[cols], plain[m][cols], atol=1e-5)
+    assert loads.count(str(models["ref"])) == 1 and len(list((tmp_path / "refcache").glob("ref-*"))) == 1

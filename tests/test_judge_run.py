@@ -264,7 +264,7 @@ def test_cli_prints_and_saves_tables(tmp_path, small_data, key, capsys):
     assert pair[0].startswith("comparison,model_a,model_b,win,tie,lose,n,")
     assert [l.split(",")[0] for l in pair[1:]] == ["beta vs alpha", "gamma vs alpha"]
     single = (tables / "mt_bench_single_gpt-4.csv").read_text().splitlines()
-    assert single[0] == "model,turn_1,turn_2,overall,n,n_errors" and len(single) == 4
+    assert single[0] == "model,turn_1,turn_2,overall,ci_low,ci_high,n,n_errors" and len(single) == 4
     cats = (tables / "mt_bench_single_gpt-4_categories.csv").read_text().splitlines()[0]
     assert cats.split(",")[1:3] == ["writing", "roleplay"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from benchmarks.judge.backend import ChatBackend
 from benchmarks.judge.local import PREFIX, JudgeScore, LocalJudge, detect_kind
+from judge_reference import reference_probs
 
 # FastChat's llm_judge patterns (common.py): single rating, and its verdict test for pairwise.
 ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
@@ -50,25 +52,6 @@ def judge(tiny_model_dir):
 @pytest.fixture(scope="module")
 def prompts(fastchat_data_dir):
     return judge_prompts(fastchat_data_dir)
-
-
-def reference_probs(model_dir, messages, kind, labels):
-    """Independent computation: tokenize the whole text per candidate, one full forward without cache,
-    sum log-softmax over the candidate's tokens; normalise."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    context = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + PREFIX[kind]
-    n_ctx = len(tok(context, add_special_tokens=False).input_ids)
-    scores = []
-    for label in labels:
-        ids = tok(context + label + "]]", add_special_tokens=False).input_ids
-        with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0].double()
-        lp = torch.log_softmax(logits, -1)
-        scores.append(sum(lp[t - 1, ids[t]].item() for t in range(n_ctx, len(ids))))
-    return torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
 
 
 def test_is_a_chat_backend(judge):
@@ -154,12 +137,23 @@ def test_long_prompt_is_cut_from_the_left_not_crashed(tiny_model_dir, prompts):
 
 
 def test_judge_score_text_format():
-    s = JudgeScore("single", tuple(str(k) for k in range(1, 11)), (0.0,) * 9 + (1.0,))
+    s = JudgeScore("single", tuple(str(k) for k in range(1, 11)), (-60.0,) * 9 + (0.0,))
     assert s.text().startswith("Rating: [[10.00]]")
-    p = JudgeScore("pairwise", ("A", "B", "C"), (0.2, 0.5, 0.3))
-    assert p.verdict == "B" and p.text().startswith("[[B]]")
+    assert ONE_SCORE.findall(s.text()) == ["10.00"]  # the JSON line holds no second "[[number]]"
+    p = JudgeScore("pairwise", ("A", "B", "C"), tuple(map(math.log, (0.2, 0.5, 0.3))))
+    assert p.verdict == "B" and p.text().startswith("[[B]]") and fastchat_pair_verdict(p.text()) == "B"
+    assert sum(f"[[{v}]]" in p.text() for v in "ABC") == 1
     with pytest.raises(ValueError):
         p.expected_rating
+
+
+def test_reply_carries_the_exact_distribution(judge, prompts):
+    for msgs in (single_messages(prompts), pair_messages(prompts)):
+        score = judge.score(msgs)
+        back = JudgeScore.from_reply(asyncio.run(judge.chat(msgs, temperature=0, max_tokens=8)))
+        assert back == score  # log-probabilities round-trip exactly (JSON floats are repr-exact)
+    with pytest.raises(ValueError, match="not a reply of the local judge"):
+        JudgeScore.from_reply("Rating: [[5]]")
 
 
 def test_gpt_neox_architecture_matches_reference(tiny_neox_dir, prompts):

@@ -268,6 +268,14 @@ def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny
     assert {"sft", "dpo", "sr-dpo"} <= set(t3.index) and t3[["arc_challenge", "gsm8k", "average"]].notna().all().all()
     t2 = pd.read_csv(run / "tables" / "table2_winrates.csv")
     assert set(zip(t2["model_a"], t2["model_b"])) == {("sr-dpo", "dpo")} and t2["n"].iloc[0] == 6
+    # the local judge's verdicts pool both orders: its P(A better) and CI are in the table
+    assert t2[["p_a", "p_a_ci_low", "p_a_ci_high"]].notna().all().all()
+    t5 = pd.read_csv(run / "tables" / "table5_training_time.csv").set_index("run")
+    assert t5.loc["sr-dpo", "flops_ratio"] > 1 and t5.loc["sr-dpo", "time_ratio"] > 0
+    assert t5.loc["dpo", "tokens_no_grad_per_pair"] == 0 < t5.loc["sr-dpo", "tokens_no_grad_per_pair"]
+    scores = pd.read_csv(run / "tables" / f"mt_bench_scores_{judge}.csv")
+    assert ((scores["ci_low"] <= scores["overall"]) & (scores["overall"] <= scores["ci_high"])).all()
+    assert "pipeline check at toy scale" in (run / "report.md").read_text().split("\n\n")[1]
     t4 = pd.read_csv(run / "tables" / "table4_correlation.csv")
     assert set(t4["model_id"]) == {"dpo", "sr-dpo", "sr-dpo-lam0"} and t4["estimate"].notna().all()
     for name in (f"mt_bench_scores_{judge}", f"mt_bench_categories_{judge}"):

@@ -224,3 +224,34 @@ def test_cuda_bf16_training_steps(tiny_model_dir, toy, tmp_path):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(final)
+
+
+def test_log_counts_the_tokens_each_step_forwards(tiny_model_dir, toy, tmp_path):
+    """Per step: tokens of x ⊕ y⁺ and x ⊕ y⁻ forwarded with gradient, of p ⊕ x ⊕ y without (Sr only), and
+    the target (completion) tokens of each, counted from the tokenized pairs of that step's batch."""
+    from trainer.modeling import load_tokenizer
+
+    for objective in ("dpo", "sr-dpo"):
+        cfg = cfg_for(tiny_model_dir, toy, tmp_path / objective, objective=objective, max_steps=3)
+        train_mod.train(cfg)
+        pairs, _ = train_mod.load_pairs(cfg, load_tokenizer(str(tiny_model_dir)))
+        batches = train_mod.epoch_batches(pairs, cfg, 0, 1)
+        for row, idx in zip(read_log(tmp_path / objective), batches):
+            ps = [pairs[i] for i in idx]
+            targets = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in ps)
+            assert row["targets/grad"] == targets
+            assert row["tokens/grad"] == targets + sum(2 * len(p.prompt_ids) for p in ps)
+            if objective == "dpo":
+                assert row["tokens/no_grad"] == row["targets/no_grad"] == 0
+            else:
+                assert row["targets/no_grad"] == targets
+                assert row["tokens/no_grad"] == targets + sum(2 * len(p.refine_prompt_ids) for p in ps)
+                assert row["tokens/no_grad"] > row["tokens/grad"]  # p adds its tokens to both sequences
+        # parameters per forwarded token: all but the input embedding (a lookup) and the LM head (targets only)
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        vocab, hidden = model.config.vocab_size, model.config.hidden_size
+        info = json.loads((tmp_path / objective / "run_info.json").read_text())
+        assert info["params_head"] == vocab * hidden  # untied in the tiny Llama
+        assert info["params_body"] == sum(p.numel() for p in model.parameters()) - 2 * vocab * hidden

@@ -96,6 +96,15 @@ class _ChunkedTokenLogps(torch.autograd.Function):
                 None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None)
 
 
+def param_counts(model) -> dict[str, int]:
+    """Parameters that every forwarded token multiplies (the body without its input embedding, a lookup)
+    and those that only the target tokens multiply (the LM head, applied where a completion token is
+    predicted). Model FLOPs: 2·params per token forward, 6·params forward and backward (analysis/curves.py)."""
+    n_body = sum(p.numel() for p in _body(model).parameters()) - model.get_input_embeddings().weight.numel()
+    n_head = sum(p.numel() for p in model.get_output_embeddings().parameters())  # tied or not: it multiplies
+    return {"params_body": int(n_body), "params_head": int(n_head)}
+
+
 class CompletionLogps(nn.Module):
     """Sequence log-probs of the completion tokens of a batch; wraps a Hugging Face causal LM."""
 

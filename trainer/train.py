@@ -30,6 +30,7 @@ from contracts import objectives
 from contracts.errors import UserError
 from contracts.ids import FINAL_DIR
 from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
+from contracts.tables import TOKEN_FIELDS
 from trainer import distributed as D
 from trainer.checkpoint import STATE_DIR, STATE_FILE, latest_checkpoint, load_trainer_state, save_checkpoint
 from trainer.checkpoint import write_json as _write_json
@@ -205,10 +206,21 @@ def _micro_batch(cfg: TrainConfig, engine, policy, batch: dict, B: int, r: PairL
     return terms.losses.sum() / step_pairs * world, terms.losses.detach().sum() / step_pairs, stats
 
 
+def _token_counts(batch: dict, sr: bool) -> torch.Tensor:
+    """Tokens forwarded (non-padding) and target tokens (through the LM head), with gradient (chosen and
+    rejected on x) and without (p ⊕ x, Sr only), in TOKEN_FIELDS' order: the cost of a step that a busy
+    machine cannot distort."""
+    zero = batch["attention_mask"].new_zeros(())
+    return torch.stack([batch["attention_mask"].sum(), batch["loss_mask"].sum(),
+                        batch["refine_attention_mask"].sum() if sr else zero,
+                        batch["refine_loss_mask"].sum() if sr else zero]).long()
+
+
+
 def _train(cfg: TrainConfig) -> Path:
     from tqdm.auto import tqdm
 
-    from trainer.logprobs import verify_against_full_logits
+    from trainer.logprobs import param_counts, verify_against_full_logits
     from trainer.refcache import pairs_hash
 
     out = Path(cfg.output)
@@ -277,7 +289,7 @@ def _train(cfg: TrainConfig) -> Path:
         "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
         "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(prec.device),
         "num_processes": world, "dtype": str(prec.weights).replace("torch.", ""), "mixed_precision": mp,
-        "finished": False,
+        **param_counts(policy.model), "finished": False,
     }
 
     def info(s: int) -> dict:
@@ -310,8 +322,10 @@ def _train(cfg: TrainConfig) -> Path:
             sft_tokens = sum(len(pairs[i].chosen_ids) for i in idx)
             stats: dict[str, list[float]] = {}
             loss_sum = torch.zeros((), device=device)
+            tokens = torch.zeros(len(TOKEN_FIELDS), dtype=torch.long, device=device)
             for ci, chunk in enumerate(chunks):
                 batch = {k: v.to(device) for k, v in collate([pairs[i] for i in chunk], 0, refine=sr).items()}
+                tokens += _token_counts(batch, sr)
                 if not verified:  # every process, FSDP included (its collectives need all of them)
                     with amp():
                         diff = verify_against_full_logits(policy, batch["input_ids"], batch["attention_mask"],
@@ -349,6 +363,7 @@ def _train(cfg: TrainConfig) -> Path:
                     allstats.setdefault(k, []).extend(v)
             row = {"step": step, "pairs_seen": pairs_seen, "loss": total_loss, "lr": lr, "grad_norm": grad_norm}
             row.update(_summarise(allstats, sr))
+            row.update(zip(TOKEN_FIELDS, D.all_sum(tokens).tolist()))
             row["step_time_s"] = time.time() - t0
             row["elapsed_s"] = time.time() - t_start
             if fp is not None:

@@ -21,6 +21,8 @@ class JudgeConfig:
     timeout: float = option(120.0, gt=0, help="seconds per request")
     max_retries: int = option(8, ge=0, help="retries of a transient failure (429, 5xx, timeout, bad reply)")
     connect_failures: int = option(3, ge=1, help="refused connections in a row that end the run")
+    tie_band: float = option(0.0, ge=0, le=0.49, help="local judge: also a tie when its pairwise P(model_1 "
+                                                     "better) is within 0.5 ± this (docs/method.md)")
 
 
 def local_judge_path(model: str) -> str:
@@ -40,13 +42,22 @@ def judge_name(cfg: JudgeConfig) -> str:
     return judge_id(cfg.backend, model)
 
 
+def reply_version(cfg: JudgeConfig) -> str | None:
+    """The version of a local judge's replies (part of its cache keys); None for an OpenAI judge."""
+    if cfg.backend != "local":
+        return None
+    from benchmarks.judge.local import REPLY_VERSION
+
+    return REPLY_VERSION
+
+
 def make_backend(cfg: JudgeConfig):
     """The backend that ``cfg`` describes (a fresh one: a judge run closes its connections when it ends)."""
     if cfg.backend == "local":
         from benchmarks.judge.local import LocalJudge
         from trainer.modeling import check_model_path
 
-        return LocalJudge(check_model_path(local_judge_path(cfg.model)))
+        return LocalJudge(check_model_path(local_judge_path(cfg.model)), tie_band=cfg.tie_band)
     from benchmarks.judge.openai_backend import OpenAIBackend
 
     return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,

@@ -3,9 +3,13 @@
 It stands in for GPT-4 when no API key is configured (offline default). Given FastChat's judge prompt
 (system + user messages), it renders the chat with the model's chat template, appends the start of the
 verdict ("Rating: [[" or "Verdict: [["), and scores every allowed ending ("1]]" … "10]]", or "A]]",
-"B]]", "C]]") by its full log-probability, so multi-token endings such as "10]]" are exact. Ratings are
-therefore always well-formed: single grading returns the expected rating under the normalised
-distribution, pairwise the most probable verdict; the reply text parses with FastChat's regexes.
+"B]]", "C]]") by its full log-probability, so multi-token endings such as "10]]" are exact. Nothing is
+generated, so a verdict is always well-formed.
+
+The reply is FastChat-parsable (the expected rating, or the most probable verdict, in ``[[…]]``) and
+carries the whole distribution on a last line as JSON, which the judge stage reads back
+(:meth:`JudgeScore.from_reply`) to calibrate: a single rating against a content-free answer, a pairwise
+verdict over both answer orders (benchmarks/judge/calibration.py).
 
 The prompt is scored once with a KV cache and the endings are then run as one batch on top of it, so a
 call costs one forward of the prompt plus one small batched forward.
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,10 @@ PREFIX = {"single": "Rating: [[", "pairwise": "Verdict: [["}
 SUFFIX = "]]"
 # What the FastChat judge prompts ask the judge to output.
 MARKERS = {"single": "[[rating]]", "pairwise": "[[A]]"}
+# The reply's last line: the distribution as JSON (no "[[" in it, so FastChat's regexes never see it).
+PROBS_TAG = "Local judge log-probabilities: "
+# Part of the reply cache's key: bump when what a reply holds changes, so older replies are not reused.
+REPLY_VERSION = "local-logprobs-v2"
 
 
 @dataclass(frozen=True)
@@ -38,27 +48,51 @@ class JudgeScore:
 
     kind: str  # "single" | "pairwise"
     labels: tuple[str, ...]
-    probs: tuple[float, ...]  # normalised over ``labels``
+    logprobs: tuple[float, ...]  # log-probabilities normalised over ``labels`` (exact even where exp underflows)
     truncated: bool = False
+
+    @property
+    def probs(self) -> tuple[float, ...]:
+        return tuple(math.exp(x) for x in self.logprobs)
 
     @property
     def expected_rating(self) -> float:
         if self.kind != "single":
             raise ValueError("expected_rating is defined for single grading only")
-        return sum(int(k) * p for k, p in zip(self.labels, self.probs))
+        return expected_rating(self.probs)
 
     @property
     def verdict(self) -> str:
-        return self.labels[max(range(len(self.probs)), key=self.probs.__getitem__)]
+        return self.labels[max(range(len(self.logprobs)), key=self.logprobs.__getitem__)]
 
     def text(self) -> str:
-        """The reply: the verdict first in FastChat's format, then the distribution without brackets
-        (so FastChat's first-match regexes see only the verdict)."""
+        """The reply: the verdict first in FastChat's format, the distribution readable, then as JSON."""
         dist = ", ".join(f"{k}: {p:.3f}" for k, p in zip(self.labels, self.probs))
         note = " (prompt truncated to fit the judge's context)" if self.truncated else ""
         if self.kind == "single":
-            return f"Rating: [[{self.expected_rating:.2f}]]\n\nLocal judge, expected rating over 1-10{note}. Probabilities: {dist}"
-        return f"[[{self.verdict}]]\n\nLocal judge, verdict probabilities (C = tie){note}: {dist}"
+            head = (f"Rating: [[{self.expected_rating:.2f}]]\n\nLocal judge, expected rating over 1-10{note}. "
+                    f"Probabilities: {dist}")
+        else:
+            head = f"[[{self.verdict}]]\n\nLocal judge, verdict probabilities (C = tie){note}: {dist}"
+        data = {"kind": self.kind, "labels": list(self.labels), "logprobs": list(self.logprobs),
+                "truncated": self.truncated}
+        return f"{head}\n{PROBS_TAG}{json.dumps(data)}"
+
+    @classmethod
+    def from_reply(cls, text: str) -> "JudgeScore":
+        """The distribution that :meth:`text` wrote into a reply; ValueError if the reply has none (it was
+        not written by this version of the local judge)."""
+        line = next((l for l in text.splitlines() if l.startswith(PROBS_TAG)), None)
+        if line is None:
+            raise ValueError(f"not a reply of the local judge ({REPLY_VERSION}): no line starting with "
+                             f"{PROBS_TAG.strip()!r}")
+        d = json.loads(line[len(PROBS_TAG):])
+        return cls(d["kind"], tuple(d["labels"]), tuple(d["logprobs"]), bool(d["truncated"]))
+
+
+def expected_rating(probs) -> float:
+    """Σ k·p(k) over the ratings 1..10."""
+    return sum(k * p for k, p in zip(range(1, 11), probs))
 
 
 def detect_kind(messages: list[dict[str, str]]) -> str:
@@ -78,13 +112,15 @@ class LocalJudge:
     """A ``ChatBackend`` scoring with a local causal LM (see the module docstring).
 
     Deterministic: ``temperature`` and ``max_tokens`` are ignored, since nothing is sampled or generated.
+    ``reply_version`` and ``tie_band`` tell the judge stage how to turn replies into records
+    (benchmarks/judge/calibration.py).
     Thread- and asyncio-safe: the forward passes run in a worker thread under a lock. A prompt longer
     than the model's context is cut from the left of the last user message, with a logged warning
     counted in ``truncations``.
     """
 
     def __init__(self, model_path: str | Path, *, device=None, dtype="auto", name: str | None = None,
-                 max_length: int | None = None):
+                 max_length: int | None = None, tie_band: float = 0.0):
         from trainer.modeling import load_causal_lm
 
         from contracts.ids import judge_id
@@ -97,6 +133,8 @@ class LocalJudge:
         limits = [getattr(self._lm.config, "max_position_embeddings", None), max_length]
         self.max_length = min(n for n in limits if n) if any(limits) else 2048
         self._cands = {kind: self._candidate_ids(kind) for kind in PREFIX}
+        self.reply_version = REPLY_VERSION  # the judge stage calibrates replies of this version
+        self.tie_band = tie_band  # pairwise: an extra tie band on P(model_1 better) (calibration.verdict)
         self._lock = threading.Lock()
         self.truncations = 0
         self._keeps_logits = "logits_to_keep" in inspect.signature(self._lm.forward).parameters
@@ -151,9 +189,9 @@ class LocalJudge:
             logps = self._candidate_logprobs(ids, self._cands[kind])
         import torch
 
-        probs = torch.softmax(torch.tensor(logps, dtype=torch.float64), 0).tolist()
+        norm = torch.log_softmax(torch.tensor(logps, dtype=torch.float64), 0).tolist()
         labels = RATING_LABELS if kind == "single" else VERDICT_LABELS
-        return JudgeScore(kind, labels, tuple(probs), cut)
+        return JudgeScore(kind, labels, tuple(norm), cut)
 
     def _candidate_logprobs(self, ids: list[int], cands: list[list[int]]) -> list[float]:
         """log p(cand | ids) for each candidate: prompt once with a KV cache, then all candidates in one batch."""

@@ -5,6 +5,12 @@ pairwise comparison of one (question, turn, model_1, model_2) with two calls (ga
 assistant A; game 2: model_2 is A). Records go to ``RunDir.judgments(bench, judge, mode)`` in FastChat's
 formats, one flushed line each. A rerun reads that file first and only plays the matches it lacks; the
 reply cache spares even the calls of matches that were cut off halfway.
+
+A local judge (a backend with ``reply_version``) adds fields computed from its probabilities
+(benchmarks/judge/calibration.py): single grading makes one more call per question and turn, the
+content-free prior (shared by every model, so asked once), and its score is the calibrated one; a
+pairwise record adds P(model_1 better) over both orders and the verdict ``winner``. An OpenAI judge's
+records are FastChat's, unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from benchmarks.judge import calibration
 from benchmarks.judge import prompts as P
 from benchmarks.judge.backend import ChatBackend
 from benchmarks.judge.cache import JudgeCache, request_key
@@ -49,17 +56,22 @@ class SingleMatch:
     model: str
     turn: int
     prompt: str  # FastChat judge prompt name
-    calls: tuple[Call]
+    calls: tuple[Call, ...]  # the answer's; with a local judge also the content-free prior's
+    calibrated: bool = False  # a local judge: score from the probabilities of both calls
 
     @property
     def key(self) -> tuple:
         return (self.question_id, self.model, self.turn)
 
     def record(self, judge_model: str, replies: list[str]) -> dict:
-        """FastChat's single-grading record (score -1 when the reply has no rating)."""
-        return {"question_id": self.question_id, "model": self.model, "judge": [judge_model, self.prompt],
-                "user_prompt": self.calls[0].user_prompt, "judgment": replies[0],
-                "score": P.parse_rating(replies[0]), "turn": self.turn, "tstamp": time.time()}
+        """FastChat's single-grading record (score -1 when the reply has no rating); a local judge's
+        score, judgment text and distributions from calibration.single_fields."""
+        rec = {"question_id": self.question_id, "model": self.model, "judge": [judge_model, self.prompt],
+               "user_prompt": self.calls[0].user_prompt, "judgment": replies[0],
+               "score": P.parse_rating(replies[0]), "turn": self.turn, "tstamp": time.time()}
+        if self.calibrated:
+            rec.update(calibration.single_fields(replies[0], replies[1]))
+        return rec
 
 
 @dataclass(frozen=True)
@@ -70,20 +82,25 @@ class PairMatch:
     turn: int
     prompt: str
     calls: tuple[Call, Call]  # game 1 (model_1 is A), game 2 (model_2 is A)
+    tie_band: float | None = None  # a local judge: the verdict from both games' probabilities
 
     @property
     def key(self) -> tuple:
         return pair_key(self.question_id, self.model_1, self.model_2, self.turn)
 
     def record(self, judge_model: str, replies: list[str]) -> dict:
-        """FastChat's pairwise record: both games' winners named model_1 / model_2 / tie / error."""
+        """FastChat's pairwise record: both games' winners named model_1 / model_2 / tie / error; a local
+        judge adds P(model_1 better) over both orders and its verdict (calibration.pair_fields)."""
         g1 = {"A": "model_1", "B": "model_2"}.get(w := P.parse_winner(replies[0]), w)
         g2 = {"A": "model_2", "B": "model_1"}.get(w := P.parse_winner(replies[1]), w)
-        return {"question_id": self.question_id, "model_1": self.model_1, "model_2": self.model_2,
-                "g1_winner": g1, "g2_winner": g2, "judge": [judge_model, self.prompt],
-                "g1_user_prompt": self.calls[0].user_prompt, "g1_judgment": replies[0],
-                "g2_user_prompt": self.calls[1].user_prompt, "g2_judgment": replies[1],
-                "turn": self.turn, "tstamp": time.time()}
+        rec = {"question_id": self.question_id, "model_1": self.model_1, "model_2": self.model_2,
+               "g1_winner": g1, "g2_winner": g2, "judge": [judge_model, self.prompt],
+               "g1_user_prompt": self.calls[0].user_prompt, "g1_judgment": replies[0],
+               "g2_user_prompt": self.calls[1].user_prompt, "g2_judgment": replies[1],
+               "turn": self.turn, "tstamp": time.time()}
+        if self.tie_band is not None:
+            rec.update(calibration.pair_fields(replies[0], replies[1], self.tie_band))
+        return rec
 
 
 Match = SingleMatch | PairMatch
@@ -144,12 +161,13 @@ class JudgeRunError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------- matches
 
-def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir,
-                 limit: int | None = None) -> tuple[list, dict, dict[str, dict]]:
-    from benchmarks.fastchat_data import load_answers, load_judge_prompts, load_questions, resolve_data_dir
+def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir, limit: int | None = None,
+                 per_category: int | None = None) -> tuple[list, dict, dict[str, dict]]:
+    from benchmarks.fastchat_data import load_answers, load_judge_prompts, load_selected_questions, resolve_data_dir
 
     data = resolve_data_dir(data_dir, bench)
-    questions = load_questions(data, bench)[:limit]  # the same first N the answers stage took
+    # the same questions the answers stage took
+    questions = load_selected_questions(data, bench, limit=limit, per_category=per_category)
     judge_prompts = load_judge_prompts(data)
     answers = {}
     for model in models:
@@ -190,15 +208,35 @@ def _reference(question, turn: int, data_dir) -> list[str] | None:
     return ref
 
 
-def _call(backend_model: str, judge_prompt, user_prompt: str) -> Call:
+@dataclass(frozen=True)
+class Judge:
+    """Who answers the calls: the name in cache keys and files, and for a local judge the version of its
+    replies (part of the cache key) and the tie band of its pairwise verdicts."""
+
+    model: str
+    reply_version: str | None = None  # None: an OpenAI-compatible judge, FastChat's rules
+    tie_band: float = calibration.TIE_BAND
+
+    @property
+    def local(self) -> bool:
+        return self.reply_version is not None
+
+    @classmethod
+    def of(cls, backend) -> "Judge":
+        version = getattr(backend, "reply_version", None)
+        return cls(backend.model, version, getattr(backend, "tie_band", calibration.TIE_BAND))
+
+
+def _call(judge: Judge, judge_prompt, user_prompt: str) -> Call:
     msgs = P.messages(judge_prompt.system_prompt, user_prompt)
-    return Call(msgs, request_key(backend_model, msgs, temperature=P.TEMPERATURE, max_tokens=P.MAX_TOKENS,
-                                  prompt_version=P.PROMPT_VERSION))
+    version = P.PROMPT_VERSION + (f"+{judge.reply_version}" if judge.local else "")
+    return Call(msgs, request_key(judge.model, msgs, temperature=P.TEMPERATURE, max_tokens=P.MAX_TOKENS,
+                                  prompt_version=version))
 
 
-def single_matches(questions, judge_prompts: dict, answers: dict[str, dict], backend_model: str, *,
+def single_matches(questions, judge_prompts: dict, answers: dict[str, dict], judge: Judge, *,
                    run_dir: Path, bench: str, data_dir=None) -> list[SingleMatch]:
-    """FastChat's single-grading matches: every model, question and turn."""
+    """FastChat's single-grading matches: every model, question and turn (a local judge: with the prior)."""
     out = []
     for model in answers:
         for q in questions:
@@ -206,13 +244,17 @@ def single_matches(questions, judge_prompts: dict, answers: dict[str, dict], bac
                 name = P.prompt_name("single", q.category, turn)
                 jp = judge_prompts[name]
                 ans = _answer_turns(answers, model, q, turn, run_dir, bench)
-                user = P.render_single(jp.prompt_template, q.turns, ans, _reference(q, turn, data_dir), turn)
-                out.append(SingleMatch(q.question_id, model, turn, name, (_call(backend_model, jp, user),)))
+                ref = _reference(q, turn, data_dir)
+                calls = (_call(judge, jp, P.render_single(jp.prompt_template, q.turns, ans, ref, turn)),)
+                if judge.local:  # every answer under judgment replaced by the content-free one
+                    free = [calibration.CONTENT_FREE] * len(ans)
+                    calls += (_call(judge, jp, P.render_single(jp.prompt_template, q.turns, free, ref, turn)),)
+                out.append(SingleMatch(q.question_id, model, turn, name, calls, calibrated=judge.local))
     return out
 
 
 def pair_matches(questions, judge_prompts: dict, answers: dict[str, dict], pairs: list[tuple[str, str]],
-                 backend_model: str, *, run_dir: Path, bench: str, data_dir=None) -> list[PairMatch]:
+                 judge: Judge, *, run_dir: Path, bench: str, data_dir=None) -> list[PairMatch]:
     """FastChat's pairwise matches for each (model_1, model_2): every question and turn, both orders."""
     out = []
     for m1, m2 in pairs:
@@ -225,8 +267,8 @@ def pair_matches(questions, judge_prompts: dict, answers: dict[str, dict], pairs
                 ref = _reference(q, turn, data_dir)
                 g1 = P.render_pair(jp.prompt_template, q.turns, a1, a2, ref, turn)
                 g2 = P.render_pair(jp.prompt_template, q.turns, a2, a1, ref, turn)
-                out.append(PairMatch(q.question_id, m1, m2, turn, name,
-                                     (_call(backend_model, jp, g1), _call(backend_model, jp, g2))))
+                out.append(PairMatch(q.question_id, m1, m2, turn, name, (_call(judge, jp, g1), _call(judge, jp, g2)),
+                                     tie_band=judge.tie_band if judge.local else None))
     return out
 
 
@@ -249,8 +291,9 @@ def done_keys(path: Path, mode: str, *, repair: bool = True) -> set[tuple]:
 async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, cache: JudgeCache | None,
                 concurrency: int, summary: JudgeSummary, progress: bool) -> None:
     sem = asyncio.Semaphore(concurrency)
+    asked: dict[str, asyncio.Task] = {}  # one request per prompt, however many matches wait for it
 
-    async def ask(call: Call) -> str:
+    async def request(call: Call) -> str:
         if cache is not None and (hit := cache.get(call.key)) is not None:
             return hit
         async with sem:
@@ -259,6 +302,11 @@ async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, 
         if cache is not None:
             cache.put(call.key, text, model=backend.model)
         return text
+
+    async def ask(call: Call) -> str:
+        if call.key not in asked:
+            asked[call.key] = asyncio.ensure_future(request(call))
+        return await asyncio.shield(asked[call.key])
 
     async def play(match: Match, bar) -> None:
         # wait for both games even if one fails: the other's reply is cached for the rerun
@@ -298,7 +346,7 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
                       pairs: list[tuple[str, str]] | None = None, data_dir=None, concurrency: int = 16,
                       cache: JudgeCache | str | Path | bool = True, dry_run: bool = False, progress: bool = True,
                       price_in: float | None = None, price_out: float | None = None,
-                      limit: int | None = None) -> JudgeSummary:
+                      limit: int | None = None, per_category: int | None = None) -> JudgeSummary:
     """Judge ``models`` (single) or ``pairs`` (pairwise) on ``bench``; see :func:`judge_single`."""
     if mode not in ("single", "pairwise"):
         raise UserError(f"unknown judge mode {mode!r}: expected single or pairwise")
@@ -317,16 +365,17 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
     if not models:
         raise UserError(f"judge: no models to judge (no answer files under {RunDir(run_dir).bench(bench)})")
 
-    questions, judge_prompts, answers = _load_inputs(run_dir, bench, models, data_dir, limit)
+    questions, judge_prompts, answers = _load_inputs(run_dir, bench, models, data_dir, limit, per_category)
     args = dict(run_dir=run_dir, bench=bench, data_dir=data_dir)
-    matches: list[Match] = (single_matches(questions, judge_prompts, answers, backend.model, **args) if mode == "single"
-                            else pair_matches(questions, judge_prompts, answers, pairs, backend.model, **args))
+    judge = Judge.of(backend)
+    matches: list[Match] = (single_matches(questions, judge_prompts, answers, judge, **args) if mode == "single"
+                            else pair_matches(questions, judge_prompts, answers, pairs, judge, **args))
     path = RunDir(run_dir).judgments(bench, backend.model, mode)
     done = done_keys(path, mode, repair=not dry_run)  # a dry run changes no file
     todo = [m for m in matches if m.key not in done]
     store = _open_cache(cache, run_dir, create=not dry_run)
     try:
-        calls = [c for m in todo for c in m.calls]
+        calls = list({c.key: c for m in todo for c in m.calls}.values())  # a shared prior is one call
         cached = sum(1 for c in calls if store is not None and c.key in store)
         summary = JudgeSummary(path, mode, len(matches), len(matches) - len(todo), len(calls), cached)
         if dry_run:
@@ -395,16 +444,20 @@ def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tup
 
 def judge_plan(run_dir, bench: str, judge_model: str, *, mode: str, models: list[str] | None = None,
                pairs: list[tuple[str, str]] | None = None, data_dir=None, limit: int | None = None,
-               cache: JudgeCache | str | Path | bool = True, **estimate_kw) -> JudgeSummary:
+               per_category: int | None = None, cache: JudgeCache | str | Path | bool = True,
+               reply_version: str | None = None, **estimate_kw) -> JudgeSummary:
     """What judging would do now, without a backend: records needed and done, calls and cache hits,
-    tokens and cost (a dry run; nothing is called or written)."""
+    tokens and cost (a dry run; nothing is called or written). ``reply_version``: a local judge's
+    (benchmarks.judge.config.reply_version), which its calls and cache keys depend on."""
 
     class _Named:  # a dry run only names the judge, it never calls it
         model = judge_model
 
+    _Named.reply_version = reply_version
+
     return _run_sync(judge_async(run_dir, bench, _Named(), mode=mode, models=models, pairs=pairs,
                                  data_dir=data_dir, cache=cache, dry_run=True, progress=False, limit=limit,
-                                 **estimate_kw), _Named())
+                                 per_category=per_category, **estimate_kw), _Named())
 
 
 def _match_order(rec: dict) -> tuple:
