@@ -48,6 +48,8 @@ class DeltaConfig:
     dtype: str = option("auto", choices=("auto", "fp32", "bf16"),
                         help="auto: as the trainer (fp32 weights, bf16 autocast on a bf16 GPU)")
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    packing: bool = option(True, help="score each pair as one packed sequence [x, y⁺, y⁻] where exact for the "
+                                      "model (as the trainer); false: padded batches")
     progress: bool = option(True, cli=False)
 
     def check(self) -> None:
@@ -140,7 +142,7 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
         ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
         pad = tokenizer.pad_token_id
         kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
-                  autocast_dtype=prec.autocast)
+                  autocast_dtype=prec.autocast, packing=cfg.packing)
         bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
         for s in range(0, len(pairs), cfg.chunk_size):
             chunk = pairs[s:s + cfg.chunk_size]

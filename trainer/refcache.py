@@ -67,11 +67,13 @@ def cache_path(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: Data
 def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: DataConfig, *,
                     precision: Precision, reduce: str = "sum", refine: bool = True,
                     cache_dir: str | Path | None, batch_size: int = 8, chunk_size: int = 1024,
-                    progress: bool = True, trust_remote_code: bool = False) -> tuple[PairLogps, Path | None]:
+                    progress: bool = True, trust_remote_code: bool = False, packing: bool = True,
+                    verify: bool = True) -> tuple[PairLogps, Path | None]:
     """Reference log-probs for ``pairs`` (on p ⊕ x too when ``refine``), from cache if there.
 
     Returns ``(logps, cache_file)``; ``cache_dir=None`` disables caching. The model is loaded only on a
-    miss and freed before returning.
+    miss and freed before returning. ``packing``/``verify``: as :func:`trainer.scoring.pair_logps` (packed
+    and padded log-probs are equal, so the cache key does not depend on them).
     """
     from trainer.modeling import load_causal_lm
 
@@ -88,7 +90,8 @@ def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg:
                               trust_remote_code=trust_remote_code, with_tokenizer=False)
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     lp = pair_logps(model, pairs, pad_id=pad_id, batch_size=batch_size, reduce=reduce, refine=refine,
-                    progress=progress, chunk_size=chunk_size, autocast_dtype=precision.autocast)
+                    progress=progress, chunk_size=chunk_size, autocast_dtype=precision.autocast, packing=packing,
+                    verify=verify)
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,8 +1,9 @@
 """The training loop for sft, DPO, IPO, Sr-DPO and Sr-IPO (docs/method.md).
 
 One step = ``batch_size`` preference pairs, split across processes and into micro-batches:
-  * chosen and rejected go through the policy in one forward ([2B, T], CompletionLogps);
-  * Sr objectives add one no-grad policy forward on the two p ⊕ x sequences (Δπ is stop-gradient);
+  * chosen and rejected go through the policy in one forward (CompletionLogps): each pair packed as one
+    sequence [x, y⁺, y⁻] where that is exact for the model (trainer/packing.py), else a padded [2B, T] batch;
+  * Sr objectives add one no-grad policy forward on the p ⊕ x sequences (Δπ is stop-gradient);
   * reference log-probs (x and p ⊕ x) come from the on-disk cache (trainer/refcache.py), so no
     reference model is in memory while training.
 Accelerate provides device placement, bf16 autocast, DDP/FSDP (``accelerate launch``); gradients of
@@ -31,7 +32,7 @@ from contracts.errors import UserError
 from contracts.ids import CHECKPOINT_INFO, FINAL_DIR
 from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
 from trainer.config import TrainConfig, dump_yaml
-from trainer.data import (TokenizedPair, TruncationReport, collate, length_grouped_order, load_preference_data,
+from trainer.data import (TokenizedPair, TruncationReport, length_grouped_order, load_preference_data,
                           tokenize_pairs)
 from trainer.losses import PreferenceLoss, preference_loss
 from trainer.modeling import Precision, load_tokenizer, resolve_precision
@@ -193,7 +194,8 @@ def reference_pass(cfg: TrainConfig, *, refine: bool | None = None, pairs: list[
         cfg.ref_model or cfg.model, pairs, cfg, precision=precision, reduce=cfg.reduce,
         refine=objectives.needs_refine(cfg.objective) if refine is None else refine,
         cache_dir=ref_cache_dir(cfg), batch_size=cfg.ref_batch_size, chunk_size=cfg.chunk_size,
-        progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code)
+        progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code,
+        packing=cfg.packing, verify=cfg.verify_logps)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -204,6 +206,7 @@ def train(cfg: TrainConfig) -> Path:
     from transformers import AutoModelForCausalLM
 
     from trainer.logprobs import CompletionLogps, verify_against_full_logits, _body
+    from trainer.packing import PairBatcher, micro_batches
     from trainer.refcache import pairs_hash
 
     cfg.check()
@@ -251,6 +254,7 @@ def train(cfg: TrainConfig) -> Path:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     policy = CompletionLogps(model, cfg.chunk_size)
+    batcher = PairBatcher(model, packing=cfg.packing, device=acc.device)  # packed [x, y⁺, y⁻] rows where exact
     if cfg.compile:
         _body(model).compile()
     policy.train()
@@ -292,7 +296,7 @@ def train(cfg: TrainConfig) -> Path:
         "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
         "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(acc.device),
         "num_processes": world, "dtype": str(weight_dtype).replace("torch.", ""), "mixed_precision": mp,
-        "finished": False,
+        "packing": batcher.packing, "finished": False,
     }
 
     def info(s: int) -> dict:
@@ -321,24 +325,26 @@ def train(cfg: TrainConfig) -> Path:
             idx = batches[batch_idx]
             t0 = time.time()
             mine = sorted(idx[rank::world], key=lambda i: -pairs[i].length)
-            chunks = [mine[s:s + micro] for s in range(0, len(mine), micro)]
+            chunks = micro_batches(pairs, mine, max_pairs=micro, max_tokens=cfg.max_tokens_per_micro_batch,
+                                   packing=batcher.packing)
             sft_tokens = sum(len(pairs[i].chosen_ids) for i in idx)
             stats: dict[str, list[float]] = {}
             loss_sum = torch.zeros((), device=device)
             for ci, chunk in enumerate(chunks):
-                batch = {k: v.to(device) for k, v in collate([pairs[i] for i in chunk], 0, refine=sr).items()}
+                cp = [pairs[i] for i in chunk]
                 if not verified:
+                    plain = batcher.padded(cp)
                     with acc.autocast():
-                        diff = verify_against_full_logits(acc.unwrap_model(policy), batch["input_ids"],
-                                                          batch["attention_mask"], batch["loss_mask"])
+                        diff = verify_against_full_logits(acc.unwrap_model(policy), plain["input_ids"],
+                                                          plain["attention_mask"], plain["loss_mask"])
+                        batcher.verify(policy, cp)  # packed = padded, else packing off (one log line)
                     log.info("chunked log-probs verified against full logits (max diff %.2e)", diff)
                     verified = True
                 B = len(chunk)
                 sync = acc.no_sync(policy) if ci < len(chunks) - 1 else contextlib.nullcontext()
                 with sync:
                     with acc.autocast():
-                        lp, _ = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-                                       reduce=cfg.reduce if preference else "sum")
+                        lp, _ = policy(**batcher(cp), reduce=cfg.reduce if preference else "sum")
                     pc, pr = lp[:B], lp[B:]
                     if not preference:
                         # sft: token-mean NLL over the step's chosen completions (all processes together)
@@ -349,8 +355,7 @@ def train(cfg: TrainConfig) -> Path:
                         pc_p = pr_p = None
                         if sr:
                             with torch.no_grad(), acc.autocast():
-                                lpp, _ = policy(batch["refine_input_ids"], batch["refine_attention_mask"],
-                                                batch["refine_loss_mask"], reduce=cfg.reduce)
+                                lpp, _ = policy(**batcher(cp, refine=True), reduce=cfg.reduce)
                             pc_p, pr_p = lpp[:B], lpp[B:]
                         r = ref.select(chunk)
                         r = PairLogps(*(None if t is None else t.to(device, torch.float32) for t in (
@@ -405,7 +410,7 @@ def train(cfg: TrainConfig) -> Path:
             fp.close()
     final = out / FINAL_DIR
     save_checkpoint(acc, policy, optimizer, scheduler, tokenizer, final, info(step), None)
-    run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True)
+    run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True, packing=batcher.packing)
     if acc.is_main_process:
         _write_json(out / RUN_INFO, run_info)
     acc.end_training()
