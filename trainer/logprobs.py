@@ -67,7 +67,7 @@ def _cap(z: Tensor, softcap: float | None) -> Tensor:
 class _ChunkedTokenLogps(torch.autograd.Function):
     """log softmax(h Wᵀ + b)[target] per row, chunk by chunk, with a hand-written backward.
 
-    Forward keeps only the inputs; backward recomputes each chunk's logits and forms
+    Forward keeps the inputs and the per-row logsumexp; backward recomputes each chunk's logits and forms
     ∂logp/∂logits = onehot − softmax in place, so the peak is one [chunk, V] fp32 block and the
     LM-head weight gradient accumulates in a single fp32 buffer (autograd through checkpointed
     chunks would hold one weight-sized gradient per chunk). The matmuls run in ``dtype`` (the
@@ -79,16 +79,20 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        lse = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], chunk):
             logits = _cap(F.linear(h[s:s + chunk].to(dtype), w, b).float(), softcap)
-            out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - logits.logsumexp(-1)
-        ctx.save_for_backward(h, weight, bias, targets)
+            target = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1)
+            m = logits.amax(-1)  # logsumexp in place (about 3x faster than torch's on a CPU)
+            lse[s:s + chunk] = logits.sub_(m[:, None]).exp_().sum(-1).log_().add_(m)
+            out[s:s + chunk] = target - lse[s:s + chunk]
+        ctx.save_for_backward(h, weight, bias, targets, lse)  # lse: the backward need not recompute it
         ctx.chunk, ctx.softcap, ctx.dtype = chunk, softcap, dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, weight, bias, targets = ctx.saved_tensors
+        h, weight, bias, targets, lse = ctx.saved_tensors
         chunk, softcap, dtype = ctx.chunk, ctx.softcap, ctx.dtype
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
@@ -103,7 +107,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             logits = t * softcap if softcap else z
             del z
             # grad_logits = g · (onehot − softmax), built in place in the logits buffer
-            gl = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_().mul_(-g[:, None])
+            gl = logits.sub_(lse[s:s + chunk, None]).exp_().mul_(-g[:, None])
             gl.scatter_add_(-1, tc[:, None], g[:, None])
             if softcap:  # d(cap·tanh(z/cap))/dz = 1 − tanh²
                 gl.mul_(1 - t * t)
