@@ -56,15 +56,21 @@ def _logps_and_grads(w, batch, reduce):
     return lp.detach(), n, {k: p.grad.clone() for k, p in w.model.named_parameters() if p.grad is not None}
 
 
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                          reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_packed_equals_padded_values_and_grads(arch, reduce, arch_dirs):
+def test_packed_equals_padded_values_and_grads(arch, reduce, device, arch_dirs):
+    """fp32: SDPA with dense masks on the CPU, FlexAttention with block masks on CUDA."""
     model, tok = _load(arch_dirs[arch])
-    model.train()
+    model.to(device).train()
     pairs = _pairs(tok)
     w = CompletionLogps(model, chunk_size=5)
     batcher = PairBatcher(model)
-    assert batcher.packing and batcher.attn == "sdpa"
+    assert batcher.packing and batcher.attn == ("flex_attention" if device == "cuda" else "sdpa")
     for refine in (False, True):
         budget = 2 * max(pair_tokens(p, refine) for p in pairs)
         packed = batcher(pairs, refine=refine, row_tokens=budget)
@@ -91,8 +97,11 @@ def test_eager_attention_takes_an_additive_mask(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_flex_block_mask_equals_padded(tiny_model_dir):
-    """The CUDA path's BlockMask, checked on the CPU (forward only: FlexAttention has no CPU backward)."""
+def test_flex_block_mask_equals_padded(tiny_model_dir, monkeypatch):
+    """The CUDA path's BlockMask, checked on the CPU (forward only: FlexAttention has no CPU backward);
+    a FlexAttention that fails the check is replaced by SDPA with dense masks."""
+    import trainer.packing as pk
+
     model, tok = _load(tiny_model_dir)
     pairs = _pairs(tok)
     w = CompletionLogps(model)
@@ -102,7 +111,12 @@ def test_flex_block_mask_equals_padded(tiny_model_dir):
         batcher = PairBatcher(model)
         batch = batcher(pairs, refine=True, row_tokens=150)
         assert batcher.attn == "flex_attention" and type(batch["attention_mask"]).__name__ == "BlockMask"
+        assert batch["input_ids"].shape[1] % 128 == 0
         torch.testing.assert_close(w(**batch)[0], ref, atol=1e-5, rtol=1e-5)
+    real = pk.block_mask
+    monkeypatch.setattr(pk, "block_mask", lambda doc, role: real(doc.clamp(max=0), role))  # pairs see each other
+    batcher.flex_from = "sdpa"  # as on CUDA, where the batcher switched SDPA to FlexAttention
+    assert batcher.verify(w, pairs) < 1e-4 and batcher.packing and batcher.attn == "sdpa"
 
 
 def test_layout_targets_and_mask():
@@ -185,11 +199,13 @@ def test_micro_batches_by_pairs_and_tokens():
     assert micro_batches(pairs, order) == [order]
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_pair_logps_packed_equals_padded(tiny_neox_dir, reduce):
+def test_pair_logps_packed_equals_padded(tiny_neox_dir, reduce, device):
     from trainer.scoring import pair_logps
 
     model, tok = _load(tiny_neox_dir)
+    model.to(device)
     pairs = _pairs(tok, n=9, seed=2)
     kw = dict(pad_id=tok.pad_token_id, batch_size=4, reduce=reduce, progress=False)
     packed, padded = pair_logps(model, pairs, **kw), pair_logps(model, pairs, packing=False, **kw)

@@ -66,15 +66,16 @@ def first_fit_decreasing(sizes: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def pack(pairs: list[TokenizedPair], *, refine: bool = False, pad_id: int = 0,
-         row_tokens: int | None = None) -> dict:
+def pack(pairs: list[TokenizedPair], *, refine: bool = False, pad_id: int = 0, row_tokens: int | None = None,
+         multiple: int = 1) -> dict:
     """Packed rows of ``pairs`` (CPU tensors): input_ids, position_ids, doc (pair index, −1 on padding),
     role [R, T] and the Targets (pair i's chosen tokens count towards output i, its rejected towards
     B + i, the order of the padded batch). Rows hold at most ``row_tokens`` tokens (default and at
-    least: the longest pair), filled first-fit decreasing."""
+    least: the longest pair), filled first-fit decreasing; T is rounded up to a ``multiple``."""
     sizes = [pair_tokens(p, refine) for p in pairs]
     rows = first_fit_decreasing(sizes, max(row_tokens or 0, max(sizes)))
     R, T, B = len(rows), max(sum(sizes[i] for i in row) for row in rows), len(pairs)
+    T = -(-T // multiple) * multiple
     ids = torch.full((R, T), pad_id, dtype=torch.long)
     pos = torch.zeros((R, T), dtype=torch.long)
     doc = torch.full((R, T), -1, dtype=torch.long)
@@ -167,35 +168,42 @@ def note(msg: str, level: int = logging.INFO) -> None:
 
 class PairBatcher:
     """The forward inputs of CompletionLogps for a list of pairs, chosen then rejected: packed rows where
-    packing is exact for the model, else the padded [2B, T] batch."""
+    packing is exact for the model, else the padded [2B, T] batch.
+
+    On CUDA a model with SDPA attention is switched to FlexAttention (block-sparse masks); if that fails
+    :meth:`verify`, it is switched back and packing goes on with dense masks.
+    """
 
     def __init__(self, model, *, packing: bool = True, pad_id: int = 0, device=None):
-        self.pad_id = pad_id
+        self.model, self.pad_id = model, pad_id
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         reason = packing_unsupported(model) if packing else None
         if reason:
             note(f"packing off for {type(model).__name__}: {reason}; padded batches")
         self.packing = packing and reason is None
-        if self.packing and self.device.type == "cuda" and _text_config(model)._attn_implementation == "sdpa":
-            self._use_flex(model)
-        self.attn = _text_config(model)._attn_implementation
+        self.flex_from = None  # the implementation FlexAttention replaced
+        if self.packing and self.device.type == "cuda" and self.attn == "sdpa":
+            try:
+                model.set_attn_implementation("flex_attention")
+                self.flex_from = "sdpa"
+                note("packing: FlexAttention with block masks")
+            except Exception as e:  # noqa: BLE001 — an old torch, a model without flex support
+                note(f"packing: no FlexAttention ({type(e).__name__}: {e}); dense SDPA masks", logging.WARNING)
         self.mask_dtype = model.get_input_embeddings().weight.dtype
         self.window = sliding_window(model)
 
-    @staticmethod
-    def _use_flex(model) -> None:
-        try:
-            model.set_attn_implementation("flex_attention")
-            note("packing: FlexAttention with block masks")
-        except Exception as e:  # noqa: BLE001 — an old torch, a model without flex support
-            note(f"packing: FlexAttention unavailable ({type(e).__name__}: {e}); dense SDPA masks", logging.WARNING)
+    @property
+    def attn(self) -> str:
+        return _text_config(self.model)._attn_implementation
 
     def __call__(self, pairs: list[TokenizedPair], *, refine: bool = False, row_tokens: int | None = None) -> dict:
         if not self.packing or not self._fits(pairs, refine):
             return self.padded(pairs, refine=refine)
-        b = pack(pairs, refine=refine, pad_id=self.pad_id, row_tokens=row_tokens)
+        flex = self.attn == "flex_attention"
+        # rows a multiple of FlexAttention's 128-token blocks: fewer shapes for its compiled kernel
+        b = pack(pairs, refine=refine, pad_id=self.pad_id, row_tokens=row_tokens, multiple=128 if flex else 1)
         doc, role = b["doc"].to(self.device), b["role"].to(self.device)
-        if self.attn == "flex_attention":
+        if flex:
             mask = block_mask(doc, role)
         else:
             mask = dense_mask(doc, role)
@@ -223,29 +231,37 @@ class PairBatcher:
         off, with one line in the log. Returns the largest difference (None if packing is off)."""
         if not self.packing:
             return None
-        sample = sorted(pairs, key=pair_tokens)[:4]
-        was = wrapper.training
-        wrapper.eval()
-        try:
-            packed, _ = wrapper(**self(sample, row_tokens=sum(map(pair_tokens, sample))), reduce="mean")
-            padded, _ = wrapper(**self.padded(sample), reduce="mean")
-            diff = (packed.float() - padded.float()).abs().max().item()
-        except Exception as e:  # noqa: BLE001 — a model that rejects the mask: fall back, saying so
-            diff, why = float("nan"), f"the packed forward failed ({type(e).__name__}: {e})"
-        else:
-            why = f"packed log-probs differ from the padded batch's by {diff:.3g} nats/token"
-        finally:
-            wrapper.train(was)
         if atol is None:
             half = (next(wrapper.parameters()).dtype != torch.float32
                     or torch.is_autocast_enabled(self.device.type))
             atol = 2e-2 if half else 1e-4
+        sample = sorted(pairs, key=pair_tokens)[:4]
+        diff, why = self._compare(wrapper, sample)
+        if not diff <= atol and self.flex_from:
+            note(f"packing: FlexAttention failed the check ({why}); back to {self.flex_from} with dense masks",
+                 logging.WARNING)
+            self.model.set_attn_implementation(self.flex_from)
+            self.flex_from = None
+            diff, why = self._compare(wrapper, sample)
         if not diff <= atol:
             log.warning("packing off: %s (tolerance %g); padded batches from here on", why, atol)
             self.packing = False
             return None
         log.info("packing verified against padded batches (max diff %.2e nats/token, %s masks)", diff, self.attn)
         return diff
+
+    def _compare(self, wrapper, sample: list[TokenizedPair]) -> tuple[float, str]:
+        was = wrapper.training
+        wrapper.eval()
+        try:
+            packed, _ = wrapper(**self(sample, row_tokens=sum(map(pair_tokens, sample))), reduce="mean")
+            padded, _ = wrapper(**self.padded(sample), reduce="mean")
+            diff = (packed.float() - padded.float()).abs().max().item()
+            return diff, f"packed log-probs differ from the padded batch's by {diff:.3g} nats/token"
+        except Exception as e:  # noqa: BLE001 — a model that rejects the mask: fall back, saying so
+            return float("nan"), f"the packed forward failed ({type(e).__name__}: {e})"
+        finally:
+            wrapper.train(was)
 
 
 def micro_batches(pairs: list[TokenizedPair], idx: list[int], *, max_pairs: int | None = None,
