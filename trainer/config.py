@@ -49,7 +49,8 @@ class TrainConfig(DataConfig):
                                                      "tokens (packed: x + y⁺ + y⁻ per pair; padded: 2 · pairs · "
                                                      "longest row); a longer pair goes alone")
     packing: bool = option(True, help="each pair as one sequence [x, y⁺, y⁻] (x computed once, several pairs per "
-                                      "row, no padding) where exact for the model; false: padded [2B, T] batches")
+                                      "row, padding only at a row's end) where exact for the model; false: padded "
+                                      "[2B, T] batches")
     max_grad_norm: float = option(10.0, gt=0, help="gradient-norm clipping")
     epochs: int = option(1, ge=1)
     max_steps: int | None = option(None, ge=1, help="stop after this many steps (overrides epochs)")
