@@ -17,6 +17,7 @@ non-embedding parameters, plus attention over each token's context and the LM he
 tokens), the no-grad p ⊕ x forward for Sr-DPO (a third of that), over the GPU's dense bf16 peak.
 
     python perf/bench_trainer.py                   # CPU: hidden 384 x 6 layers, vocab 49k, 8 pairs/step, fp32
+    python perf/bench_trainer.py --size cpu-deep --variants dpo-padded,dpo-packed   # 24 layers: body-bound
     python perf/bench_trainer.py --size 0.5b       # GPU: ~0.5B, bf16 autocast, 32 pairs/step (default on CUDA)
 """
 
@@ -38,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {  # randomly initialised Llama-style models; the vocabulary is SmolLM2's (49,152)
     "cpu": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024),
+    "cpu-deep": dict(hidden_size=384, num_hidden_layers=24, num_attention_heads=6, intermediate_size=1024),
     "0.5b": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
 }
 VARIANTS = {  # name: (side, objective, packing)
@@ -90,8 +92,7 @@ def build(work: Path, size: str, n_pairs: int) -> tuple[Path, Path]:
     data = work / "pairs.jsonl"
     with data.open("w") as f:
         for i, (p, c, r) in enumerate(draw_lengths(n_pairs)):  # completions: k − 1 words + EOS
-            f.write(json.dumps({"id": i, "prompt": "Question:" + text(p - 2) + " Answer:",
-                                "chosen": text(c - 1), "rejected": text(r - 1)}) + "\n")
+            f.write(json.dumps({"id": i, "prompt": text(p), "chosen": text(c - 1), "rejected": text(r - 1)}) + "\n")
     return work / "model", data
 
 
@@ -292,6 +293,7 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
     import torch
 
     from trainer.modeling import load_tokenizer
+    from trainer.packing import pack
     from trainer.train import epoch_batches, load_pairs
 
     cuda = torch.cuda.is_available()
@@ -302,6 +304,7 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
     pair_tokens = sum(len(pairs[i].prompt_ids) + len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for i in measured)
     padded = sum(2 * len(s) * max(len(pairs[i].prompt_ids) + max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))
                                   for i in s) for s in steps[1:])
+    packed = sum(pack([pairs[i] for i in s])["input_ids"].numel() for s in steps[1:])
     scored = {v: {r["scored"] for r in runs[v]} for v in names}
     assert len(set().union(*scored.values())) == 1, f"the sides scored different numbers of tokens: {scored}"
     dev = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores)"
@@ -324,8 +327,9 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
     print(f"lengths: prompts {min(l[0] for l in lens)}-{max(l[0] for l in lens)} (median "
           f"{statistics.median(l[0] for l in lens):.0f}), completions {min(min(l[1:]) for l in lens)}-"
           f"{max(max(l[1:]) for l in lens)} (median {statistics.median([x for l in lens for x in l[1:]]):.0f}); "
-          f"per measured step {pair_tokens / (args.steps - 1):.0f} pair tokens, {padded / (args.steps - 1):.0f} "
-          f"padded positions; both sides scored the same {next(iter(scored[names[0]]))} completion tokens")
+          f"per measured step {pair_tokens / (args.steps - 1):.0f} pair tokens, positions computed: padded "
+          f"{padded / (args.steps - 1):.0f}, packed {packed / (args.steps - 1):.0f} (CPU masks; on a GPU rows are "
+          f"rounded to 128); both sides scored the same {next(iter(scored[names[0]]))} completion tokens")
     print(f"\n| variant | step time (s) | pair tokens/s | {mem} (GiB) |" + (" MFU |" if peak_tf else ""))
     print("|---|---:|---:|---:|" + ("---:|" if peak_tf else ""))
     for v in names:

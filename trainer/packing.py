@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+
 import torch
 from torch import Tensor
 
