@@ -13,7 +13,7 @@ import torch
 
 from trainer.data import DataConfig, TokenizedPair, tokenize_pairs
 from trainer.logprobs import CompletionLogps
-from trainer.packing import PairBatcher, dense_mask, micro_batches, pack, pair_tokens
+from trainer.packing import PAIRS, PairBatcher, dense_mask, micro_batches, pack, pair_tokens
 
 ARCHS = ("llama", "gpt_neox", "qwen2", "gemma")
 WORDS = "the quick brown fox jumps over lazy dog sea sky poem plant Paris France yes no good bad".split()
@@ -56,26 +56,32 @@ def _logps_and_grads(w, batch, reduce):
     return lp.detach(), n, {k: p.grad.clone() for k, p in w.model.named_parameters() if p.grad is not None}
 
 
-CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                          reason="needs CUDA")])
+CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+MODES = {"pairs": PAIRS, "dense": "sdpa", "flex": "flex_attention"}  # mode: the attention it runs
 
 
-@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("mode", ["pairs", "dense", pytest.param("flex", marks=CUDA)])
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_packed_equals_padded_values_and_grads(arch, reduce, device, arch_dirs):
-    """fp32: SDPA with dense masks on the CPU, FlexAttention with block masks on CUDA."""
+def test_packed_equals_padded_values_and_grads(arch, reduce, mode, arch_dirs):
+    """fp32. pairs: the CPU's per-pair SDPA on one unpadded row; dense: SDPA with [R, 1, T, T] masks (where
+    neither of the others applies); flex: FlexAttention with block masks, on CUDA."""
     model, tok = _load(arch_dirs[arch])
-    model.to(device).train()
+    model.to("cuda" if mode == "flex" else "cpu").train()
     pairs = _pairs(tok)
     w = CompletionLogps(model, chunk_size=5)
     batcher = PairBatcher(model)
-    assert batcher.packing and batcher.attn == ("flex_attention" if device == "cuda" else "sdpa")
+    if mode == "dense":
+        model.set_attn_implementation("sdpa")
+    assert batcher.packing and batcher.attn == MODES[mode]
     for refine in (False, True):
         budget = 2 * max(pair_tokens(p, refine) for p in pairs)
         packed = batcher(pairs, refine=refine, row_tokens=budget)
-        rows = packed["input_ids"].shape[0]
-        assert 1 < rows < len(pairs), "want several pairs per row and several rows"
+        rows, T = packed["input_ids"].shape
+        if mode == "pairs":  # everything in one row, without padding
+            assert rows == 1 and T == sum(pair_tokens(p, refine) for p in pairs)
+        else:
+            assert 1 < rows < len(pairs), "want several pairs per row and several rows"
         lp, n, g = _logps_and_grads(w, packed, reduce)
         lp_ref, n_ref, g_ref = _logps_and_grads(w, batcher.padded(pairs, refine=refine), reduce)
         assert n.tolist() == n_ref.tolist() == [len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]
@@ -97,26 +103,19 @@ def test_eager_attention_takes_an_additive_mask(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_flex_block_mask_equals_padded(tiny_model_dir, monkeypatch):
-    """The CUDA path's BlockMask, checked on the CPU (forward only: FlexAttention has no CPU backward);
-    a FlexAttention that fails the check is replaced by SDPA with dense masks."""
-    import trainer.packing as pk
-
+def test_flex_block_mask_equals_padded(tiny_model_dir):
+    """The CUDA path's BlockMask, checked on the CPU (forward only: FlexAttention has no CPU backward)."""
     model, tok = _load(tiny_model_dir)
     pairs = _pairs(tok)
     w = CompletionLogps(model)
     with torch.no_grad():
-        ref, _ = w(**PairBatcher(model).padded(pairs, refine=True))
+        ref, _ = w(**PairBatcher(model, packing=False).padded(pairs, refine=True))
         model.set_attn_implementation("flex_attention")
         batcher = PairBatcher(model)
         batch = batcher(pairs, refine=True, row_tokens=150)
         assert batcher.attn == "flex_attention" and type(batch["attention_mask"]).__name__ == "BlockMask"
         assert batch["input_ids"].shape[1] % 128 == 0
         torch.testing.assert_close(w(**batch)[0], ref, atol=1e-5, rtol=1e-5)
-    real = pk.block_mask
-    monkeypatch.setattr(pk, "block_mask", lambda doc, role: real(doc.clamp(max=0), role))  # pairs see each other
-    batcher.flex_from = "sdpa"  # as on CUDA, where the batcher switched SDPA to FlexAttention
-    assert batcher.verify(w, pairs) < 1e-4 and batcher.packing and batcher.attn == "sdpa"
 
 
 def test_layout_targets_and_mask():
@@ -165,6 +164,7 @@ def test_verification_turns_off_packing_when_the_model_ignores_the_mask(tiny_mod
     pairs = _pairs(tok)
     w = CompletionLogps(model)
     batcher = PairBatcher(model)
+    model.set_attn_implementation("sdpa")  # dense masks
     assert batcher.verify(w, pairs) < 1e-4 and batcher.packing
     # as if the model attended across the packed sequences (a plain causal mask)
     monkeypatch.setattr(pk, "sees", lambda dq, rq, dk, rk, q, k: (k <= q) & (dq == dq) & (dk == dk))
@@ -172,6 +172,29 @@ def test_verification_turns_off_packing_when_the_model_ignores_the_mask(tiny_mod
         assert batcher.verify(w, pairs) is None
     assert not batcher.packing and "loss_mask" in batcher(pairs)
     assert any(r.message.startswith("packing off: packed log-probs differ") for r in caplog.records)
+
+
+def test_failing_per_pair_attention_falls_back_to_dense_masks(tiny_model_dir):
+    from transformers import AttentionInterface
+
+    import trainer.packing as pk
+
+    def causal_over_the_row(module, q, k, v, mask, *, pair_spans=None, **kw):  # pairs see each other
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2), None
+
+    model, tok = _load(tiny_model_dir)
+    pairs = _pairs(tok)
+    batcher = PairBatcher(model)
+    assert batcher.attn == PAIRS and batcher.switched_from == "sdpa"
+    AttentionInterface.register(PAIRS, causal_over_the_row)
+    try:
+        assert batcher.verify(CompletionLogps(model), pairs) < 1e-4
+    finally:
+        pk._register_pairs_attention()
+    assert batcher.packing and batcher.attn == "sdpa" and batcher.switched_from is None
+    batch = batcher(pairs)
+    R, T = batch["input_ids"].shape
+    assert "pair_spans" not in batch and batch["attention_mask"].shape == (R, 1, T, T)
 
 
 def test_sliding_window_packs_only_what_fits(tiny_model_dir):
@@ -199,7 +222,7 @@ def test_micro_batches_by_pairs_and_tokens():
     assert micro_batches(pairs, order) == [order]
 
 
-@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
 def test_pair_logps_packed_equals_padded(tiny_neox_dir, reduce, device):
     from trainer.scoring import pair_logps
@@ -230,16 +253,19 @@ def _train(model_dir, data, out, **kw):
     from trainer.train import train
 
     cfg = TrainConfig(**{**dict(objective="sr-dpo", model=str(model_dir), data=str(data), output=str(out),
-                                batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0, max_steps=2,
+                                batch_size=4, micro_batch_size=2, learning_rate=1e-4, warmup_steps=0, max_steps=2,
                                 ref_cache_dir=str(out) + "-cache", progress=False, device="cpu", lam=1.0,
                                 max_length=48, max_prompt_length=20), **kw})
     final = train(cfg)
+    assert "srdpo_pairs" not in (final / "config.json").read_text()  # a checkpoint loads without this project
     return load_file(str(final / "model.safetensors")), json.loads((out / "run_info.json").read_text())
 
 
 def test_training_with_packing_on_and_off_and_token_budgets_agree(tiny_model_dir, varied, tmp_path):
     """The same weights after two Sr-DPO steps (reference pass, gradient pass and p ⊕ x pass all packed or
-    all padded); micro-batches by token budget give the same step as by pair count."""
+    all padded); micro-batches by token budget give the same step as by pair count. (A small learning
+    rate: RMSprop's first steps are ±10·lr whatever the gradient's size, so the rounding noise of a
+    near-zero gradient would show as lr-sized differences.)"""
     on, info_on = _train(tiny_model_dir, varied, tmp_path / "on")
     off, info_off = _train(tiny_model_dir, varied, tmp_path / "off", packing=False)
     tokens, _ = _train(tiny_model_dir, varied, tmp_path / "tokens", micro_batch_size=None,

@@ -142,18 +142,21 @@ class CompletionLogps(nn.Module):
         _body(model)  # fail now, not at the first batch
 
     def forward(self, input_ids: Tensor, attention_mask, loss_mask: Tensor | None = None, *, reduce: str = "sum",
-                position_ids: Tensor | None = None, targets: Targets | None = None) -> tuple[Tensor, Tensor]:
+                position_ids: Tensor | None = None, targets: Targets | None = None,
+                **body_kwargs) -> tuple[Tensor, Tensor]:
         """Return ``(logps [N], n_tokens [N])``: per sequence, the sum (or mean) of log p(token) over its targets.
 
         Padded batch: the N sequences are the rows, the targets the tokens under ``loss_mask``. Packed rows:
-        ``targets`` as trainer.packing builds them, with its 4D ``attention_mask`` and ``position_ids``.
+        ``targets`` as trainer.packing builds them, with its ``attention_mask`` and ``position_ids``;
+        ``body_kwargs`` go to the model's attention (trainer.packing's ``pair_spans``).
         """
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
         if targets is None:
             targets = padded_targets(input_ids, loss_mask)
         pos = {} if position_ids is None else {"position_ids": position_ids}
-        hidden = _body(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **pos)[0]
+        hidden = _body(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **pos,
+                                   **body_kwargs)[0]
         h = hidden.flatten(0, 1).index_select(0, targets.src)
         head = self.model.get_output_embeddings()
         weight, bias = head.weight, getattr(head, "bias", None)

@@ -11,8 +11,12 @@ log-probs are the same, while c is computed once instead of twice and short pair
     y⁺₀ and y⁻₀ are both predicted from the hidden state of c₂; the last state of y⁺ predicts nothing.
 
 A query sees a key if the key is not after it, belongs to the same pair, and is in c or in the query's
-own completion. The mask is dense, [R, 1, T, T], for SDPA (boolean) and eager attention (additive),
-and a FlexAttention BlockMask on CUDA, whose block sparsity skips what a query cannot see.
+own completion. How attention gets there depends on the model's attention implementation:
+  * SDPA on a CPU: per pair, two SDPA calls on one unpadded row — [c, y⁺] causal, then y⁻ over
+    [c, y⁻], causal aligned at the end — through an attention function registered with transformers
+    (``srdpo_pairs``); nothing is masked or padded;
+  * SDPA on CUDA: FlexAttention with a BlockMask, whose block sparsity skips what a query cannot see;
+  * eager attention (and SDPA where neither applies): a dense [R, 1, T, T] mask, additive or boolean.
 
 Packing is used where it is exact for the model: a static check (an attention implementation that
 takes custom masks, every layer an attention layer, position ids) and, where the caller asks, a
@@ -26,6 +30,7 @@ import inspect
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from trainer.data import TokenizedPair, collate
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3  # the role of each token of a packed row
 MASKABLE = ("sdpa", "eager", "flex_attention")  # attention implementations that take a custom mask
+PAIRS = "srdpo_pairs"  # the per-pair attention's name in transformers' attention registry
 ATTENTION_LAYERS = ("full_attention", "sliding_attention")
 
 
@@ -70,8 +76,8 @@ def first_fit_decreasing(sizes: list[int], capacity: int) -> list[list[int]]:
 def pack(pairs: list[TokenizedPair], *, refine: bool = False, pad_id: int = 0, row_tokens: int | None = None,
          multiple: int = 1) -> dict:
     """Packed rows of ``pairs`` (CPU tensors): input_ids, position_ids, doc (pair index, −1 on padding),
-    role [R, T] and the Targets (pair i's chosen tokens count towards output i, its rejected towards
-    B + i, the order of the padded batch). Rows hold at most ``row_tokens`` tokens (default and at
+    role [R, T], spans [B, 5] (row, start, |c|, |y⁺|, |y⁻| of each pair) and the Targets (pair i's chosen
+    tokens count towards output i, its rejected towards B + i, the order of the padded batch). Rows hold at most ``row_tokens`` tokens (default and at
     least: the longest pair), filled first-fit decreasing; T is rounded up to a ``multiple``."""
     sizes = [pair_tokens(p, refine) for p in pairs]
     rows = first_fit_decreasing(sizes, max(row_tokens or 0, max(sizes)))
@@ -84,6 +90,7 @@ def pack(pairs: list[TokenizedPair], *, refine: bool = False, pad_id: int = 0, r
     src: list[int] = []
     tokens: list[int] = []
     seq: list[int] = []
+    spans: list[tuple[int, int, int, int, int]] = []
     for r, row in enumerate(rows):
         o = 0
         for i in row:
@@ -101,9 +108,10 @@ def pack(pairs: list[TokenizedPair], *, refine: bool = False, pad_id: int = 0, r
             src += [last] + list(range(last + len(a) + 1, last + len(a) + len(b)))
             tokens += a + b
             seq += [i] * len(a) + [B + i] * len(b)
+            spans.append((r, o, len(c), len(a), len(b)))
             o += n
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long)
-    return {"input_ids": ids, "position_ids": pos, "doc": doc, "role": role,
+    return {"input_ids": ids, "position_ids": pos, "doc": doc, "role": role, "spans": as_long(spans),
             "targets": Targets(as_long(src), as_long(tokens), as_long(seq), 2 * B)}
 
 
@@ -132,11 +140,43 @@ def block_mask(doc: Tensor, role: Tensor):
     return create_block_mask(mask_mod, R, None, T, T, device=doc.device)
 
 
+def pairs_attention(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, pair_spans=None,
+                    **kwargs):
+    """A transformers attention function (q, k, v: [1, heads, T, head_dim]): with ``pair_spans`` (pack's
+    spans of a single row), two SDPA calls per pair, [c, y⁺] causal, then y⁻ over [c, y⁻] with the
+    causal diagonal at the end; without, transformers' SDPA attention (padded batches)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if pair_spans is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    if kwargs.get("softcap") is not None:
+        raise ValueError("per-pair SDPA attention does not support softcap")
+    sdpa = lambda q, k, v, **kw: F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling,
+                                                                 enable_gqa=q.shape[1] != k.shape[1], **kw)
+    out = []
+    for _, s, c, a, b in pair_spans.tolist():
+        e = s + c + a
+        out.append(sdpa(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True))
+        kv = [torch.cat([t[:, :, s:s + c], t[:, :, e:e + b]], 2) for t in (key, value)]
+        mask = torch.ones(b, c + b, dtype=torch.bool, device=query.device).tril(c)  # y⁻ᵢ sees c and y⁻₀..ᵢ
+        out.append(sdpa(query[:, :, e:e + b], *kv, attn_mask=mask))
+    return torch.cat(out, 2).transpose(1, 2).contiguous(), None
+
+
+def _register_pairs_attention() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(PAIRS, pairs_attention)
+    AttentionMaskInterface.register(PAIRS, sdpa_mask)  # padded batches: the masks SDPA gets
+
+
 def packing_unsupported(model) -> str | None:
     """Why packed rows would not be exact for ``model`` (None: they are, as far as can be told statically)."""
     cfg = _text_config(model)
     impl = cfg._attn_implementation
-    if impl not in MASKABLE:
+    if impl not in MASKABLE + (PAIRS,):
         return f"attention implementation {impl!r} takes no custom mask (packing needs one of {', '.join(MASKABLE)})"
     other = sorted(set(getattr(cfg, "layer_types", None) or ()) - set(ATTENTION_LAYERS))
     if other:
@@ -171,8 +211,8 @@ class PairBatcher:
     """The forward inputs of CompletionLogps for a list of pairs, chosen then rejected: packed rows where
     packing is exact for the model, else the padded [2B, T] batch.
 
-    On CUDA a model with SDPA attention is switched to FlexAttention (block-sparse masks); if that fails
-    :meth:`verify`, it is switched back and packing goes on with dense masks.
+    A model with SDPA attention is switched to the per-pair attention (CPU) or to FlexAttention (CUDA);
+    if that fails :meth:`verify`, it is switched back and packing goes on with dense masks.
     """
 
     def __init__(self, model, *, packing: bool = True, pad_id: int = 0, device=None):
@@ -182,14 +222,9 @@ class PairBatcher:
         if reason:
             note(f"packing off for {type(model).__name__}: {reason}; padded batches")
         self.packing = packing and reason is None
-        self.flex_from = None  # the implementation FlexAttention replaced
-        if self.packing and self.device.type == "cuda" and self.attn == "sdpa":
-            try:
-                model.set_attn_implementation("flex_attention")
-                self.flex_from = "sdpa"
-                note("packing: FlexAttention with block masks")
-            except Exception as e:  # noqa: BLE001 — an old torch, a model without flex support
-                note(f"packing: no FlexAttention ({type(e).__name__}: {e}); dense SDPA masks", logging.WARNING)
+        self.switched_from = None  # the implementation the per-pair or Flex attention replaced
+        if self.packing and self.attn == "sdpa":
+            self._switch("flex_attention" if self.device.type == "cuda" else PAIRS)
         self.mask_dtype = model.get_input_embeddings().weight.dtype
         self.window = sliding_window(model)
 
@@ -197,22 +232,42 @@ class PairBatcher:
     def attn(self) -> str:
         return _text_config(self.model)._attn_implementation
 
+    def _switch(self, impl: str) -> None:
+        try:
+            if impl == PAIRS:
+                _register_pairs_attention()
+            before = self.attn
+            self.model.set_attn_implementation(impl)
+            self.switched_from = before
+            note(f"packing: {impl} attention")
+        except Exception as e:  # noqa: BLE001 — an old torch, a model that cannot switch
+            note(f"packing: no {impl} attention ({type(e).__name__}: {e}); dense masks", logging.WARNING)
+
     def __call__(self, pairs: list[TokenizedPair], *, refine: bool = False, row_tokens: int | None = None) -> dict:
         if not self.packing or not self._fits(pairs, refine):
             return self.padded(pairs, refine=refine)
-        flex = self.attn == "flex_attention"
+        attn = self.attn
+        if attn == PAIRS:  # one row, no padding: attention runs pair by pair
+            row_tokens = sum(pair_tokens(p, refine) for p in pairs)
         # rows a multiple of FlexAttention's 128-token blocks: fewer shapes for its compiled kernel
-        b = pack(pairs, refine=refine, pad_id=self.pad_id, row_tokens=row_tokens, multiple=128 if flex else 1)
+        b = pack(pairs, refine=refine, pad_id=self.pad_id, row_tokens=row_tokens,
+                 multiple=128 if attn == "flex_attention" else 1)
+        out = {"input_ids": b["input_ids"].to(self.device), "position_ids": b["position_ids"].to(self.device),
+               "targets": b["targets"].to(self.device)}
         doc, role = b["doc"].to(self.device), b["role"].to(self.device)
-        if flex:
-            mask = block_mask(doc, role)
+        if attn == PAIRS:
+            # a 4D placeholder: transformers hands a 4D mask to the attention untouched, and it needs none
+            out.update(attention_mask=torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device),
+                       pair_spans=b["spans"])
+        elif attn == "flex_attention":
+            out["attention_mask"] = block_mask(doc, role)
         else:
             mask = dense_mask(doc, role)
-            if self.attn == "eager":  # additive, as transformers builds it for eager attention
+            if attn == "eager":  # additive, as transformers builds it for eager attention
                 mask = torch.zeros(mask.shape, dtype=self.mask_dtype, device=self.device).masked_fill_(
                     ~mask, torch.finfo(self.mask_dtype).min)
-        return {"input_ids": b["input_ids"].to(self.device), "attention_mask": mask,
-                "position_ids": b["position_ids"].to(self.device), "targets": b["targets"].to(self.device)}
+            out["attention_mask"] = mask
+        return out
 
     def padded(self, pairs: list[TokenizedPair], *, refine: bool = False) -> dict:
         b = collate(pairs, self.pad_id, refine=refine)
@@ -238,11 +293,11 @@ class PairBatcher:
             atol = 2e-2 if half else 1e-4
         sample = sorted(pairs, key=pair_tokens)[:4]
         diff, why = self._compare(wrapper, sample)
-        if not diff <= atol and self.flex_from:
-            note(f"packing: FlexAttention failed the check ({why}); back to {self.flex_from} with dense masks",
-                 logging.WARNING)
-            self.model.set_attn_implementation(self.flex_from)
-            self.flex_from = None
+        if not diff <= atol and self.switched_from:
+            note(f"packing: {self.attn} attention failed the check ({why}); back to {self.switched_from} with "
+                 "dense masks", logging.WARNING)
+            self.model.set_attn_implementation(self.switched_from)
+            self.switched_from = None
             diff, why = self._compare(wrapper, sample)
         if not diff <= atol:
             log.warning("packing off: %s (tolerance %g); padded batches from here on", why, atol)
