@@ -304,7 +304,9 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
     pair_tokens = sum(len(pairs[i].prompt_ids) + len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for i in measured)
     padded = sum(2 * len(s) * max(len(pairs[i].prompt_ids) + max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids))
                                   for i in s) for s in steps[1:])
-    packed = sum(pack([pairs[i] for i in s])["input_ids"].numel() for s in steps[1:])
+    # packed: on a CPU one unpadded row (per-pair attention); on a GPU rows of 128-token blocks (FlexAttention)
+    packed = (sum(pack([pairs[i] for i in s], multiple=128)["input_ids"].numel() for s in steps[1:]) if cuda
+              else pair_tokens)
     scored = {v: {r["scored"] for r in runs[v]} for v in names}
     assert len(set().union(*scored.values())) == 1, f"the sides scored different numbers of tokens: {scored}"
     dev = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores)"
@@ -328,8 +330,7 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
           f"{statistics.median(l[0] for l in lens):.0f}), completions {min(min(l[1:]) for l in lens)}-"
           f"{max(max(l[1:]) for l in lens)} (median {statistics.median([x for l in lens for x in l[1:]]):.0f}); "
           f"per measured step {pair_tokens / (args.steps - 1):.0f} pair tokens, positions computed: padded "
-          f"{padded / (args.steps - 1):.0f}, packed {packed / (args.steps - 1):.0f} (CPU masks; on a GPU rows are "
-          f"rounded to 128); both sides scored the same {next(iter(scored[names[0]]))} completion tokens")
+          f"{padded / (args.steps - 1):.0f}, packed {packed / (args.steps - 1):.0f}; both sides scored the same {next(iter(scored[names[0]]))} completion tokens")
     print(f"\n| variant | step time (s) | pair tokens/s | {mem} (GiB) |" + (" MFU |" if peak_tf else ""))
     print("|---|---:|---:|---:|" + ("---:|" if peak_tf else ""))
     for v in names:
