@@ -48,6 +48,8 @@ class DeltaConfig:
     dtype: str = option("auto", choices=("auto", "fp32", "bf16"),
                         help="auto: as the trainer (fp32 weights, bf16 autocast on a bf16 GPU)")
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    packing: bool = option(True, help="score each pair as one packed sequence [x, y⁺, y⁻] where exact for the "
+                                      "model (as the trainer); false: padded batches")
     progress: bool = option(True, cli=False)
 
     def check(self) -> None:
@@ -140,14 +142,14 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
         prec = resolve_precision(cfg.device, cfg.dtype, "auto")
         pad = tokenizer.pad_token_id
         kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
-                  autocast_dtype=prec.autocast)
+                  autocast_dtype=prec.autocast, packing=cfg.packing)
         cached = ref = None
         if ref_cache_dir is not None:
             from trainer.refcache import reference_logps
 
             cached, _ = reference_logps(reference, pairs, data_cfg or DataConfig(), precision=prec, reduce=cfg.reduce,
                                         refine=True, cache_dir=ref_cache_dir, batch_size=cfg.batch_size,
-                                        progress=False)
+                                        progress=False, packing=cfg.packing)
         else:
             ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
         pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)

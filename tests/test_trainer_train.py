@@ -227,31 +227,35 @@ def test_cuda_bf16_training_steps(tiny_model_dir, toy, tmp_path):
 
 
 def test_log_counts_the_tokens_each_step_forwards(tiny_model_dir, toy, tmp_path):
-    """Per step: tokens of x ⊕ y⁺ and x ⊕ y⁻ forwarded with gradient, of p ⊕ x ⊕ y without (Sr only), and
-    the target (completion) tokens of each, counted from the tokenized pairs of that step's batch."""
+    """Per step: tokens of the x ⊕ y⁺ and x ⊕ y⁻ forward with gradient, of p ⊕ x ⊕ y without (Sr only), and
+    the target (completion) tokens of each, counted from the tokenized pairs of that step's batch: packed,
+    each pair's context once; padded, once per completion."""
     from trainer.modeling import load_tokenizer
 
-    for objective in ("dpo", "sr-dpo"):
-        cfg = cfg_for(tiny_model_dir, toy, tmp_path / objective, objective=objective, max_steps=3)
+    for objective, packing in (("dpo", True), ("sr-dpo", True), ("sr-dpo", False)):
+        run = tmp_path / f"{objective}-{packing}"
+        cfg = cfg_for(tiny_model_dir, toy, run, objective=objective, max_steps=3, packing=packing)
         train_mod.train(cfg)
+        assert json.loads((run / "run_info.json").read_text())["packing"] is packing
         pairs, _ = train_mod.load_pairs(cfg, load_tokenizer(str(tiny_model_dir)))
         batches = train_mod.epoch_batches(pairs, cfg, 0, 1)
-        for row, idx in zip(read_log(tmp_path / objective), batches):
+        k = 1 if packing else 2
+        for row, idx in zip(read_log(run), batches):
             ps = [pairs[i] for i in idx]
             targets = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in ps)
             assert row["targets/grad"] == targets
-            assert row["tokens/grad"] == targets + sum(2 * len(p.prompt_ids) for p in ps)
+            assert row["tokens/grad"] == targets + sum(k * len(p.prompt_ids) for p in ps)
             if objective == "dpo":
                 assert row["tokens/no_grad"] == row["targets/no_grad"] == 0
             else:
                 assert row["targets/no_grad"] == targets
-                assert row["tokens/no_grad"] == targets + sum(2 * len(p.refine_prompt_ids) for p in ps)
-                assert row["tokens/no_grad"] > row["tokens/grad"]  # p adds its tokens to both sequences
+                assert row["tokens/no_grad"] == targets + sum(k * len(p.refine_prompt_ids) for p in ps)
+                assert row["tokens/no_grad"] > row["tokens/grad"]  # p adds its tokens to the context
         # parameters per forwarded token: all but the input embedding (a lookup) and the LM head (targets only)
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         vocab, hidden = model.config.vocab_size, model.config.hidden_size
-        info = json.loads((tmp_path / objective / "run_info.json").read_text())
+        info = json.loads((run / "run_info.json").read_text())
         assert info["params_head"] == vocab * hidden  # untied in the tiny Llama
         assert info["params_body"] == sum(p.numel() for p in model.parameters()) - 2 * vocab * hidden

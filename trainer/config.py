@@ -45,6 +45,12 @@ class TrainConfig(DataConfig):
     batch_size: int = option(64, ge=1, help="preference pairs per optimizer step (all processes together)")
     micro_batch_size: int | None = option(None, ge=1, help="pairs per forward per process "
                                                             "(default: batch_size / processes)")
+    max_tokens_per_micro_batch: int | None = option(None, ge=1, help="also cap each forward at this many "
+                                                     "tokens (packed: x + y⁺ + y⁻ per pair; padded: 2 · pairs · "
+                                                     "longest row); a longer pair goes alone")
+    packing: bool = option(True, help="each pair as one sequence [x, y⁺, y⁻] (x computed once, several pairs per "
+                                      "row, padding only at a row's end) where exact for the model; false: padded "
+                                      "[2B, T] batches")
     max_grad_norm: float = option(10.0, gt=0, help="gradient-norm clipping")
     epochs: int = option(1, ge=1)
     max_steps: int | None = option(None, ge=1, help="stop after this many steps (overrides epochs)")

@@ -8,10 +8,14 @@ most one chunk of [chunk, V] logits exists at a time, in the forward and in the 
 512-token sequences this is the difference between gigabytes and megabytes.
 
 Being the forward of an ``nn.Module`` that wraps the model, it is what DDP wraps and the root that
-FSDP2 shards (trainer/distributed.py), so gradients synchronise as usual.
+FSDP2 shards (trainer/distributed.py), so gradients synchronise as usual. It takes a padded batch
+(rows = sequences, ``loss_mask`` marks the targets) or packed rows (trainer/packing.py: ``targets``
+says which hidden state predicts which token of which sequence).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,25 @@ def _body(model) -> nn.Module:
     return body
 
 
+class Targets(NamedTuple):
+    """The scored tokens of a batch: the hidden state at flat position ``src`` (row · T + column)
+    predicts ``tokens``, which count towards output ``seq`` (of ``n_seq`` outputs)."""
+
+    src: Tensor
+    tokens: Tensor
+    seq: Tensor
+    n_seq: int
+
+    def to(self, device) -> "Targets":
+        return Targets(self.src.to(device), self.tokens.to(device), self.seq.to(device), self.n_seq)
+
+
+def padded_targets(input_ids: Tensor, loss_mask: Tensor) -> Targets:
+    """A padded batch's targets: token t+1 of a row where ``loss_mask`` is set, predicted from state t."""
+    rows, cols = loss_mask[:, 1:].bool().nonzero(as_tuple=True)
+    return Targets(rows * input_ids.shape[1] + cols, input_ids[rows, cols + 1], rows, input_ids.shape[0])
+
+
 def _cap(z: Tensor, softcap: float | None) -> Tensor:
     return torch.tanh(z / softcap) * softcap if softcap else z
 
@@ -44,7 +67,7 @@ def _cap(z: Tensor, softcap: float | None) -> Tensor:
 class _ChunkedTokenLogps(torch.autograd.Function):
     """log softmax(h Wᵀ + b)[target] per row, chunk by chunk, with a hand-written backward.
 
-    Forward keeps only the inputs; backward recomputes each chunk's logits and forms
+    Forward keeps the inputs and the per-row logsumexp; backward recomputes each chunk's logits and forms
     ∂logp/∂logits = onehot − softmax in place, so the peak is one [chunk, V] fp32 block and the
     LM-head weight gradient accumulates in a single fp32 buffer (autograd through checkpointed
     chunks would hold one weight-sized gradient per chunk). The matmuls run in ``dtype`` (the
@@ -56,16 +79,20 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        lse = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], chunk):
             logits = _cap(F.linear(h[s:s + chunk].to(dtype), w, b).float(), softcap)
-            out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - logits.logsumexp(-1)
-        ctx.save_for_backward(h, weight, bias, targets)
+            target = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1)
+            m = logits.amax(-1)  # logsumexp in place (about 3x faster than torch's on a CPU)
+            lse[s:s + chunk] = logits.sub_(m[:, None]).exp_().sum(-1).log_().add_(m)
+            out[s:s + chunk] = target - lse[s:s + chunk]
+        ctx.save_for_backward(h, weight, bias, targets, lse)  # lse: the backward need not recompute it
         ctx.chunk, ctx.softcap, ctx.dtype = chunk, softcap, dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, weight, bias, targets = ctx.saved_tensors
+        h, weight, bias, targets, lse = ctx.saved_tensors
         chunk, softcap, dtype = ctx.chunk, ctx.softcap, ctx.dtype
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
@@ -80,7 +107,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             logits = t * softcap if softcap else z
             del z
             # grad_logits = g · (onehot − softmax), built in place in the logits buffer
-            gl = logits.sub_(logits.logsumexp(-1, keepdim=True)).exp_().mul_(-g[:, None])
+            gl = logits.sub_(lse[s:s + chunk, None]).exp_().mul_(-g[:, None])
             gl.scatter_add_(-1, tc[:, None], g[:, None])
             if softcap:  # d(cap·tanh(z/cap))/dz = 1 − tanh²
                 gl.mul_(1 - t * t)
@@ -123,25 +150,32 @@ class CompletionLogps(nn.Module):
         self.softcap = getattr(cfg, "final_logit_softcapping", None) or None
         _body(model)  # fail now, not at the first batch
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor, *,
-                reduce: str = "sum") -> tuple[Tensor, Tensor]:
-        """Return ``(logps [N], n_tokens [N])``: per-row sum (or mean) of log p(token) over ``loss_mask``."""
+    def forward(self, input_ids: Tensor, attention_mask, loss_mask: Tensor | None = None, *, reduce: str = "sum",
+                position_ids: Tensor | None = None, targets: Targets | None = None,
+                **body_kwargs) -> tuple[Tensor, Tensor]:
+        """Return ``(logps [N], n_tokens [N])``: per sequence, the sum (or mean) of log p(token) over its targets.
+
+        Padded batch: the N sequences are the rows, the targets the tokens under ``loss_mask``. Packed rows:
+        ``targets`` as trainer.packing builds them, with its ``attention_mask`` and ``position_ids``;
+        ``body_kwargs`` go to the model's attention (trainer.packing's ``pair_spans``).
+        """
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
-        hidden = _body(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
-        sel = loss_mask[:, 1:].bool()  # targets: token t+1 predicted from hidden state t
-        rows = sel.nonzero()[:, 0]
-        h = hidden[:, :-1][sel]
-        targets = input_ids[:, 1:][sel]
+        if targets is None:
+            targets = padded_targets(input_ids, loss_mask)
+        pos = {} if position_ids is None else {"position_ids": position_ids}
+        hidden = _body(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **pos,
+                                   **body_kwargs)[0]
+        h = hidden.flatten(0, 1).index_select(0, targets.src)
         head = self.model.get_output_embeddings()
         weight, bias = head.weight, getattr(head, "bias", None)
         dev = input_ids.device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
         # at most chunk_size tokens, and at most 2^26 logits (256 MB in fp32) per chunk for big vocabularies
         chunk = min(self.chunk_size, max(64, (1 << 26) // weight.shape[0]))
-        tok = _ChunkedTokenLogps.apply(h, weight, bias, targets, chunk, self.softcap, dtype)
-        logps = torch.zeros(input_ids.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
-        n = sel.sum(1)
+        tok = _ChunkedTokenLogps.apply(h, weight, bias, targets.tokens, chunk, self.softcap, dtype)
+        logps = torch.zeros(targets.n_seq, dtype=tok.dtype, device=tok.device).index_add(0, targets.seq, tok)
+        n = torch.bincount(targets.seq, minlength=targets.n_seq)
         if reduce == "mean":
             logps = logps / n.clamp(min=1)
         return logps, n

@@ -69,13 +69,16 @@ def cache_path(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: Data
 def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: DataConfig, *,
                     precision: Precision, reduce: str = "sum", refine: bool = True,
                     cache_dir: str | Path | None, batch_size: int = 8, chunk_size: int = 1024,
-                    progress: bool = True, trust_remote_code: bool = False) -> tuple[PairLogps, Path | None]:
+                    progress: bool = True, trust_remote_code: bool = False, packing: bool = True,
+                    verify: bool = True) -> tuple[PairLogps, Path | None]:
     """Reference log-probs for ``pairs`` (on p ⊕ x too when ``refine``), from cache if there.
 
     Returns ``(logps, cache_file)``; ``cache_dir=None`` disables caching. The model is loaded only on a
     miss and freed before returning. Under torch.distributed every process calls it: rank 0 looks the
     entry up and hands a hit to the others (no process loads the model); on a miss every process scores
     its share of the pairs, the shares are gathered, and rank 0 writes the one cache file.
+    ``packing``/``verify``: as :func:`trainer.scoring.pair_logps` (packed and padded log-probs are equal,
+    so the cache key does not depend on them).
     """
     from trainer import distributed as D
 
@@ -88,7 +91,8 @@ def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg:
         if hit is not None:
             return hit, path
     lp = _score_shares(ref_model, pairs, precision=precision, reduce=reduce, refine=refine, batch_size=batch_size,
-                       chunk_size=chunk_size, progress=progress, trust_remote_code=trust_remote_code)
+                       chunk_size=chunk_size, progress=progress, trust_remote_code=trust_remote_code,
+                       packing=packing, verify=verify)
     if path is not None and D.rank() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_pair_logps(path, lp, {"ref_model": str(ref_model), "reduce": reduce, "pairs": len(pairs),
@@ -109,7 +113,8 @@ def _cached(path: Path, n: int, refine: bool) -> PairLogps | None:
 
 
 def _score_shares(ref_model, pairs: list[TokenizedPair], *, precision: Precision, reduce: str, refine: bool,
-                  batch_size: int, chunk_size: int, progress: bool, trust_remote_code: bool) -> PairLogps:
+                  batch_size: int, chunk_size: int, progress: bool, trust_remote_code: bool, packing: bool,
+                  verify: bool) -> PairLogps:
     """This process's share of the pairs scored, every share gathered: the whole PairLogps on every process.
 
     Shares are strided over the pairs sorted by length, so that every process has about the same work.
@@ -126,7 +131,7 @@ def _score_shares(ref_model, pairs: list[TokenizedPair], *, precision: Precision
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         part = pair_logps(model, [pairs[i] for i in mine], pad_id=pad_id, batch_size=batch_size, reduce=reduce,
                           refine=refine, progress=progress, chunk_size=chunk_size,
-                          autocast_dtype=precision.autocast)
+                          autocast_dtype=precision.autocast, packing=packing, verify=verify)
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from trainer.data import TokenizedPair, collate
+from trainer.data import TokenizedPair
 from trainer.logprobs import CompletionLogps
+from trainer.packing import PairBatcher, micro_batches
 
 
 @dataclass
@@ -34,36 +35,41 @@ class PairLogps:
 @torch.no_grad()
 def pair_logps(model, pairs: list[TokenizedPair], *, pad_id: int, batch_size: int = 8, reduce: str = "sum",
                refine: bool = True, device=None, progress: bool = True, chunk_size: int = 1024,
-               autocast_dtype: torch.dtype | None = None) -> PairLogps:
+               autocast_dtype: torch.dtype | None = None, packing: bool = True, verify: bool = True) -> PairLogps:
     """Log π(y⁺|x), log π(y⁻|x) (and on p ⊕ x if ``refine``) for every pair, summed or averaged per token.
 
-    ``model`` is a Hugging Face causal LM or a :class:`CompletionLogps`. Batches are length-sorted to
-    waste little padding; results come back in the order of ``pairs``. ``autocast_dtype`` runs the
-    forward under autocast (e.g. bf16, to match a mixed-precision training run).
+    ``model`` is a Hugging Face causal LM or a :class:`CompletionLogps`. ``batch_size`` pairs per forward,
+    length-sorted; results come back in the order of ``pairs``. ``packing``: each pair as one sequence
+    [x, y⁺, y⁻] (trainer/packing.py) where that is exact for the model (checked on a few pairs first
+    if ``verify``), else padded batches. ``autocast_dtype`` runs the forward under autocast (e.g. bf16,
+    to match a mixed-precision training run).
     """
     wrapper = model if isinstance(model, CompletionLogps) else CompletionLogps(model, chunk_size)
     was_training = wrapper.training
     wrapper.eval()
     device = torch.device(device) if device is not None else next(wrapper.parameters()).device
+    batcher = PairBatcher(wrapper.model, packing=packing, pad_id=pad_id, device=device)
     N = len(pairs)
     out = {k: torch.zeros(N, dtype=torch.float64) for k in ("chosen", "rejected", "refine_chosen", "refine_rejected")}
     n_c, n_r = torch.zeros(N, dtype=torch.long), torch.zeros(N, dtype=torch.long)
     order = sorted(range(N), key=lambda i: -pairs[i].length)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())
-    for s in tqdm(range(0, N, batch_size), desc="log-probs", disable=not progress, unit="batch"):
-        idx = order[s:s + batch_size]
-        batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx], pad_id, refine=refine).items()}
+    if verify and pairs:
+        with amp:
+            batcher.verify(wrapper, pairs)
+    for idx in tqdm(micro_batches(pairs, order, max_pairs=batch_size), desc="log-probs", disable=not progress,
+                    unit="batch"):
+        batch = [pairs[i] for i in idx]
         B = len(idx)
         with amp:
-            lp, n = wrapper(batch["input_ids"], batch["attention_mask"], batch["loss_mask"], reduce=reduce)
+            lp, n = wrapper(**batcher(batch), reduce=reduce)
         lp = lp.double().cpu()
         out["chosen"][idx], out["rejected"][idx] = lp[:B], lp[B:]
         n_c[idx], n_r[idx] = n[:B].cpu(), n[B:].cpu()
         if refine:
             with amp:
-                lp, _ = wrapper(batch["refine_input_ids"], batch["refine_attention_mask"],
-                                batch["refine_loss_mask"], reduce=reduce)
+                lp, _ = wrapper(**batcher(batch, refine=True), reduce=reduce)
             lp = lp.double().cpu()
             out["refine_chosen"][idx], out["refine_rejected"][idx] = lp[:B], lp[B:]
     wrapper.train(was_training)

@@ -52,6 +52,9 @@ def build_tiny_tokenizer(vocab_size: int = 512):
     return hf
 
 
+TINY_ARCHS = ("llama", "gpt_neox", "qwen2", "gemma")
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
@@ -65,7 +68,7 @@ def build_tiny_model(
 ) -> Path:
     """Save a randomly initialised causal LM + tokenizer as a Hugging Face checkpoint; return its path."""
     import torch
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
+    from transformers import AutoModelForCausalLM, GemmaConfig, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
     out = Path(out_dir)
     tokenizer = build_tiny_tokenizer(vocab_size)
@@ -84,8 +87,12 @@ def build_tiny_model(
         config = LlamaConfig(num_key_value_heads=num_heads, tie_word_embeddings=False, **common)
     elif arch == "gpt_neox":  # Pythia's architecture (the paper's pipeline A)
         config = GPTNeoXConfig(**common)
+    elif arch == "qwen2":  # biases on q/k/v, grouped-query attention, tied embeddings
+        config = Qwen2Config(num_key_value_heads=max(1, num_heads // 2), tie_word_embeddings=True, **common)
+    elif arch == "gemma":  # scaled embeddings, multi-query attention, GeGLU, tied embeddings
+        config = GemmaConfig(num_key_value_heads=1, head_dim=hidden_size // num_heads, **common)
     else:
-        raise ValueError(f"unknown tiny architecture {arch!r}: use 'llama' or 'gpt_neox'")
+        raise ValueError(f"unknown tiny architecture {arch!r}: use one of {', '.join(TINY_ARCHS)}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

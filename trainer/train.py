@@ -1,8 +1,9 @@
 """The training loop for sft, DPO, IPO, Sr-DPO and Sr-IPO (docs/method.md).
 
 One step = ``batch_size`` preference pairs, split across processes and into micro-batches:
-  * chosen and rejected go through the policy in one forward ([2B, T], CompletionLogps);
-  * Sr objectives add one no-grad policy forward on the two p ⊕ x sequences (Δπ is stop-gradient);
+  * chosen and rejected go through the policy in one forward (CompletionLogps): each pair packed as one
+    sequence [x, y⁺, y⁻] where that is exact for the model (trainer/packing.py), else a padded [2B, T] batch;
+  * Sr objectives add one no-grad policy forward on the p ⊕ x sequences (Δπ is stop-gradient);
   * reference log-probs (x and p ⊕ x) come from the on-disk cache (trainer/refcache.py), so no
     reference model is in memory while training.
 One process, or under ``torchrun`` DDP or FSDP2 (``fsdp``) on torch.distributed (trainer/distributed.py);
@@ -35,7 +36,7 @@ from trainer import distributed as D
 from trainer.checkpoint import STATE_DIR, STATE_FILE, latest_checkpoint, load_trainer_state, save_checkpoint
 from trainer.checkpoint import write_json as _write_json
 from trainer.config import TrainConfig, check_resume, dump_yaml
-from trainer.data import (TokenizedPair, TruncationReport, collate, length_grouped_order, load_preference_data,
+from trainer.data import (TokenizedPair, TruncationReport, length_grouped_order, load_preference_data,
                           tokenize_pairs)
 from trainer.losses import PreferenceLoss, preference_loss
 from trainer.modeling import Precision, load_tokenizer, resolve_precision
@@ -127,7 +128,8 @@ def reference_pass(cfg: TrainConfig, *, refine: bool | None = None, pairs: list[
         cfg.ref_model or cfg.model, pairs, cfg, precision=precision, reduce=cfg.reduce,
         refine=objectives.needs_refine(cfg.objective) if refine is None else refine,
         cache_dir=ref_cache_dir(cfg), batch_size=cfg.ref_batch_size, chunk_size=cfg.chunk_size,
-        progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code)
+        progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code,
+        packing=cfg.packing, verify=cfg.verify_logps)
 
 
 def reference_only(cfg: TrainConfig) -> Path | None:
@@ -159,12 +161,15 @@ def _seed(seed: int) -> None:
 
 
 def _policy(cfg: TrainConfig, path, prec: Precision):
-    """The policy (CompletionLogps over the Hugging Face model) placed for training, and the module that the
-    training forward calls (itself, or DDP over it; under FSDP it is sharded in place)."""
+    """The policy (CompletionLogps over the Hugging Face model) placed for training, the module that the
+    training forward calls (itself, or DDP over it; under FSDP it is sharded in place), and the batcher that
+    builds its inputs (packed rows where exact for the model: it may switch the model's attention, so it is
+    made before the model is wrapped)."""
     from transformers import AutoModelForCausalLM
 
     from trainer.logprobs import CompletionLogps, _body
     from trainer.modeling import local_checkpoint
+    from trainer.packing import PairBatcher
 
     model = AutoModelForCausalLM.from_pretrained(str(local_checkpoint(path)), dtype=prec.weights,
                                                  trust_remote_code=cfg.trust_remote_code)
@@ -175,25 +180,24 @@ def _policy(cfg: TrainConfig, path, prec: Precision):
     if cfg.compile:
         _body(model).compile()
     policy.train()
-    return policy, D.wrap(policy, fsdp=cfg.fsdp, device=prec.device, autocast=prec.autocast)
+    batcher = PairBatcher(model, packing=cfg.packing, device=prec.device)
+    return policy, D.wrap(policy, fsdp=cfg.fsdp, device=prec.device, autocast=prec.autocast), batcher
 
 
-def _micro_batch(cfg: TrainConfig, engine, policy, batch: dict, B: int, r: PairLogps | None, step_pairs: int,
-                 sft_tokens: int, world: int, amp) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _micro_batch(cfg: TrainConfig, engine, policy, batcher, cp: list[TokenizedPair], r: PairLogps | None,
+                 step_pairs: int, sft_tokens: int, world: int, amp) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """One micro-batch of B pairs: (loss to backpropagate, its part of the step's loss, per-pair stats).
 
     Losses are scaled so that the gradient, averaged over processes by DDP/FSDP, is that of the step's
     mean over all its pairs (docs/method.md, open choice 7)."""
-    sr = objectives.needs_refine(cfg.objective)
+    sr, B = objectives.needs_refine(cfg.objective), len(cp)
     pc_p = pr_p = None
     if sr:  # Δπ's policy terms: no gradient, so the module itself (outside DDP's bookkeeping)
         with torch.no_grad(), amp():
-            lpp, _ = policy(batch["refine_input_ids"], batch["refine_attention_mask"], batch["refine_loss_mask"],
-                            reduce=cfg.reduce)
+            lpp, _ = policy(**batcher(cp, refine=True), reduce=cfg.reduce)
         pc_p, pr_p = lpp[:B], lpp[B:]
     with amp():
-        lp, _ = engine(batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-                       reduce=cfg.reduce if r is not None else "sum")
+        lp, _ = engine(**batcher(cp), reduce=cfg.reduce if r is not None else "sum")
     pc, pr = lp[:B], lp[B:]
     if r is None:  # sft: token-mean NLL over the step's chosen completions (all processes together)
         loss = -pc.sum() / sft_tokens * world
@@ -206,21 +210,25 @@ def _micro_batch(cfg: TrainConfig, engine, policy, batch: dict, B: int, r: PairL
     return terms.losses.sum() / step_pairs * world, terms.losses.detach().sum() / step_pairs, stats
 
 
-def _token_counts(batch: dict, sr: bool) -> torch.Tensor:
-    """Tokens forwarded (non-padding) and target tokens (through the LM head), with gradient (chosen and
+def _token_counts(cp: list[TokenizedPair], sr: bool, packed: bool) -> list[int]:
+    """Tokens forwarded (padding aside) and target tokens (through the LM head), with gradient (chosen and
     rejected on x) and without (p ⊕ x, Sr only), in TOKEN_FIELDS' order: the cost of a step that a busy
-    machine cannot distort."""
-    zero = batch["attention_mask"].new_zeros(())
-    return torch.stack([batch["attention_mask"].sum(), batch["loss_mask"].sum(),
-                        batch["refine_attention_mask"].sum() if sr else zero,
-                        batch["refine_loss_mask"].sum() if sr else zero]).long()
+    machine cannot distort. Packed, a pair's context is forwarded once; padded, once per completion."""
+    from trainer.packing import context
 
+    def forwarded(refine: bool) -> int:
+        return sum(len(context(p, refine)) * (1 if packed else 2) + len(p.chosen_ids) + len(p.rejected_ids)
+                   for p in cp)
+
+    targets = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in cp)
+    return [forwarded(False), targets, forwarded(True) if sr else 0, targets if sr else 0]
 
 
 def _train(cfg: TrainConfig) -> Path:
     from tqdm.auto import tqdm
 
     from trainer.logprobs import param_counts, verify_against_full_logits
+    from trainer.packing import micro_batches
     from trainer.refcache import pairs_hash
 
     out = Path(cfg.output)
@@ -254,7 +262,7 @@ def _train(cfg: TrainConfig) -> Path:
         ref, cache_file = reference_pass(cfg, pairs=pairs, precision=prec, progress=cfg.progress and main)
 
     # Policy, optimizer, schedule
-    policy, engine = _policy(cfg, resume_from or cfg.model, prec)
+    policy, engine, batcher = _policy(cfg, resume_from or cfg.model, prec)
     params = [p for p in policy.parameters() if p.requires_grad]
     if cfg.optimizer == "rmsprop":
         optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -289,7 +297,7 @@ def _train(cfg: TrainConfig) -> Path:
         "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
         "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(prec.device),
         "num_processes": world, "dtype": str(prec.weights).replace("torch.", ""), "mixed_precision": mp,
-        **param_counts(policy.model), "finished": False,
+        **param_counts(policy.model), "packing": batcher.packing, "finished": False,
     }
 
     def info(s: int) -> dict:
@@ -318,28 +326,32 @@ def _train(cfg: TrainConfig) -> Path:
             idx = batches[batch_idx]
             t0 = time.time()
             mine = sorted(idx[rank::world], key=lambda i: -pairs[i].length)
-            chunks = [mine[s:s + micro] for s in range(0, len(mine), micro)]
+            chunks = micro_batches(pairs, mine, max_pairs=micro, max_tokens=cfg.max_tokens_per_micro_batch,
+                                   packing=batcher.packing)
             sft_tokens = sum(len(pairs[i].chosen_ids) for i in idx)
             stats: dict[str, list[float]] = {}
             loss_sum = torch.zeros((), device=device)
             tokens = torch.zeros(len(TOKEN_FIELDS), dtype=torch.long, device=device)
             for ci, chunk in enumerate(chunks):
-                batch = {k: v.to(device) for k, v in collate([pairs[i] for i in chunk], 0, refine=sr).items()}
-                tokens += _token_counts(batch, sr)
+                cp = [pairs[i] for i in chunk]
                 if not verified:  # every process, FSDP included (its collectives need all of them)
+                    plain = batcher.padded(cp)
                     with amp():
-                        diff = verify_against_full_logits(policy, batch["input_ids"], batch["attention_mask"],
-                                                          batch["loss_mask"])
+                        diff = verify_against_full_logits(policy, plain["input_ids"], plain["attention_mask"],
+                                                          plain["loss_mask"])
+                        # packed = padded, else packing off; on the step's pairs, the same on every process
+                        batcher.verify(policy, [pairs[i] for i in idx])
                     log.info("chunked log-probs verified against full logits (max diff %.2e)", diff)
                     verified = True
+                tokens += torch.tensor(_token_counts(cp, sr, batcher.packing), device=device)
                 r = None
                 if preference:
                     r = ref.select(chunk)
                     r = PairLogps(*(None if t is None else t.to(device, torch.float32) for t in (
                         r.chosen, r.rejected, r.refine_chosen, r.refine_rejected, r.n_chosen, r.n_rejected)))
                 with D.grad_sync(engine, ci == len(chunks) - 1):
-                    loss, part, st = _micro_batch(cfg, engine, policy, batch, len(chunk), r, len(idx), sft_tokens,
-                                                  world, amp)
+                    loss, part, st = _micro_batch(cfg, engine, policy, batcher, cp, r, len(idx), sft_tokens, world,
+                                                  amp)
                     loss.backward()
                 loss_sum = loss_sum + part
                 _add(stats, st)
@@ -383,7 +395,7 @@ def _train(cfg: TrainConfig) -> Path:
             fp.close()
     final = out / FINAL_DIR
     save_checkpoint(policy, optimizer, scheduler, tokenizer, final, info(step), None)
-    run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True)
+    run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True, packing=batcher.packing)
     if main:
         _write_json(out / RUN_INFO, run_info)
     return final
