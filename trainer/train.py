@@ -214,11 +214,10 @@ def _token_counts(cp: list[TokenizedPair], sr: bool, packed: bool) -> list[int]:
     """Tokens forwarded (padding aside) and target tokens (through the LM head), with gradient (chosen and
     rejected on x) and without (p ⊕ x, Sr only), in TOKEN_FIELDS' order: the cost of a step that a busy
     machine cannot distort. Packed, a pair's context is forwarded once; padded, once per completion."""
-    from trainer.packing import context
+    from trainer.packing import context, pair_tokens
 
     def forwarded(refine: bool) -> int:
-        return sum(len(context(p, refine)) * (1 if packed else 2) + len(p.chosen_ids) + len(p.rejected_ids)
-                   for p in cp)
+        return sum(pair_tokens(p, refine) + (0 if packed else len(context(p, refine))) for p in cp)
 
     targets = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in cp)
     return [forwarded(False), targets, forwarded(True) if sr else 0, targets if sr else 0]
