@@ -60,13 +60,25 @@ CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reaso
 MODES = {"pairs": PAIRS, "dense": "sdpa", "flex": "flex_attention"}  # mode: the attention it runs
 
 
+@pytest.fixture(scope="module")
+def flex_arch_dirs(tmp_path_factory):
+    """The four architectures with head_dim 16: FlexAttention's CUDA kernel needs at least 16 (with less it
+    fails, and the batcher falls back to dense masks: the flex test would not test flex)."""
+    from trainer.tiny import build_tiny_model
+
+    return {a: build_tiny_model(tmp_path_factory.mktemp(f"flex-{a}"), arch=a, hidden_size=64, num_heads=4)
+            for a in ARCHS}
+
+
 @pytest.mark.parametrize("mode", ["pairs", "dense", pytest.param("flex", marks=CUDA)])
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_packed_equals_padded_values_and_grads(arch, reduce, mode, arch_dirs):
+def test_packed_equals_padded_values_and_grads(arch, reduce, mode, arch_dirs, request):
     """fp32. pairs: the CPU's per-pair SDPA on one unpadded row; dense: SDPA with [R, 1, T, T] masks (where
-    neither of the others applies); flex: FlexAttention with block masks, on CUDA."""
-    model, tok = _load(arch_dirs[arch])
+    neither of the others applies); flex: FlexAttention with block masks, on CUDA, and it must really run:
+    the batcher's own check passes with no fall-back."""
+    dirs = request.getfixturevalue("flex_arch_dirs") if mode == "flex" else arch_dirs
+    model, tok = _load(dirs[arch])
     model.to("cuda" if mode == "flex" else "cpu").train()
     pairs = _pairs(tok)
     w = CompletionLogps(model, chunk_size=5)
@@ -74,6 +86,9 @@ def test_packed_equals_padded_values_and_grads(arch, reduce, mode, arch_dirs):
     if mode == "dense":
         model.set_attn_implementation("sdpa")
     assert batcher.packing and batcher.attn == MODES[mode]
+    if mode == "flex":
+        assert batcher.verify(w, pairs) is not None
+        assert batcher.attn == "flex_attention" and not batcher.fallbacks, dict(batcher.fallbacks)
     for refine in (False, True):
         budget = 2 * max(pair_tokens(p, refine) for p in pairs)
         packed = batcher(pairs, refine=refine, row_tokens=budget)
@@ -224,11 +239,16 @@ def test_micro_batches_by_pairs_and_tokens():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_pair_logps_packed_equals_padded(tiny_neox_dir, reduce, device):
+def test_pair_logps_packed_equals_padded(tiny_neox_dir, reduce, device, request):
     from trainer.scoring import pair_logps
 
-    model, tok = _load(tiny_neox_dir)
+    model, tok = _load(request.getfixturevalue("flex_arch_dirs")["gpt_neox"] if device == "cuda" else tiny_neox_dir)
     model.to(device)
+    if device == "cuda":  # the batcher pair_logps makes runs FlexAttention, no fall-back
+        probe = PairBatcher(model)
+        assert probe.verify(CompletionLogps(model), _pairs(tok, n=9, seed=2)) is not None and not probe.fallbacks
+        assert probe.attn == "flex_attention"
+        model.set_attn_implementation(probe.switched_from)
     pairs = _pairs(tok, n=9, seed=2)
     kw = dict(pad_id=tok.pad_token_id, batch_size=4, reduce=reduce, progress=False)
     packed, padded = pair_logps(model, pairs, **kw), pair_logps(model, pairs, packing=False, **kw)
@@ -277,3 +297,75 @@ def test_training_with_packing_on_and_off_and_token_budgets_agree(tiny_model_dir
     for k in on:
         torch.testing.assert_close(on[k], off[k], atol=1e-5, rtol=1e-4, msg=k)
         torch.testing.assert_close(on[k], tokens[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def _random_pairs(rng: random.Random, n: int, longest: int = 300) -> list[TokenizedPair]:
+    k = lambda: rng.randint(1, longest)  # noqa: E731
+    return [TokenizedPair(i, [1] * k(), [2] * k(), [3] * k(), [4] * (k() + 40)) for i in range(n)]
+
+
+def test_flex_block_mask_classifies_blocks_as_create_block_mask():
+    """The BlockMask built from the pair layout (linear in T, no [T, T] mask) lists the same full and partial
+    key blocks for every query block as torch's create_block_mask, which evaluates the mask everywhere."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from trainer.packing import block_mask, mask_mod_of
+
+    rng = random.Random(0)
+    for trial in range(12):
+        b = pack(_random_pairs(rng, rng.randint(1, 10)), refine=trial % 2 == 1, multiple=128, buckets=trial % 3 == 0,
+                 row_tokens=rng.choice([None, 900]))
+        doc, role = b["doc"], b["role"]
+        R, T = doc.shape
+        ours = block_mask(doc, role)
+        ref = create_block_mask(mask_mod_of(doc, role), R, None, T, T, device="cpu")
+        assert torch.equal(ours.kv_num_blocks, ref.kv_num_blocks), trial
+        assert torch.equal(ours.full_kv_num_blocks, ref.full_kv_num_blocks), trial
+        assert torch.equal(ours.to_dense(), ref.to_dense()), trial  # which blocks are listed, full or partial
+        # and inside the listed blocks the mask_mod gives dense_mask
+        assert torch.equal(ours.mask_mod(0, 0, torch.arange(T)[:, None], torch.arange(T)[None, :]),
+                           dense_mask(doc, role)[0, 0])
+
+
+def test_bucketed_rows_give_few_shapes():
+    """Compiled kernels (FlexAttention's, the body under --compile) compile once per shape: over a run of
+    8-pair micro-batches of long-tailed lengths, bucketed rows give a few shapes, where rows cut to fit
+    give one for most batches."""
+    from trainer.packing import bucket
+
+    assert [bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
+    assert bucket(129, 128) == 256 and bucket(700, 128) == 768 and bucket(1, 16) == 16
+    rng = random.Random(3)
+    n = lambda mu: max(8, min(400, round(rng.lognormvariate(mu, 0.9))))  # noqa: E731 (as perf/bench_trainer.py)
+    pairs = [TokenizedPair(i, [1] * n(4.5), [2] * n(4.7), [3] * n(4.7)) for i in range(480)]
+    batches = [pairs[i:i + 8] for i in range(0, len(pairs), 8)]
+    shapes = lambda **kw: {tuple(pack(b, multiple=16, **kw)["input_ids"].shape) for b in batches}  # noqa: E731
+    few, many = shapes(buckets=True), shapes()
+    assert len(few) <= 12 and len(many) >= 3 * len(few), (len(few), len(many))
+
+
+@pytest.mark.slow
+def test_compiled_packed_training_compiles_a_few_times_and_equals_eager(tiny_model_dir, varied, tmp_path):
+    """--compile with packing: dense masks (not the per-pair loop, which would recompile every batch) in
+    bucketed shapes, so a run compiles a handful of graphs, and trains as the eager run does."""
+    eager, _ = _train(tiny_model_dir, varied, tmp_path / "eager", max_steps=4, batch_size=2, micro_batch_size=None)
+    compiled, info = _train(tiny_model_dir, varied, tmp_path / "compiled", max_steps=4, batch_size=2,
+                            micro_batch_size=None, compile=True)
+    assert info["attention"] == "sdpa" and info["packing"] and info["packing_fallbacks"] == {}
+    assert info["packed_shapes"] <= 6 and 0 < info["compiled_graphs"] <= 8, info
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_a_fall_back_is_counted_in_the_log_and_run_info(tiny_model_dir, varied, tmp_path, monkeypatch):
+    import trainer.packing as pk
+
+    _, info = _train(tiny_model_dir, varied, tmp_path / "plain")
+    assert info["packing_fallbacks"] == {} and info["attention"] == PAIRS
+    assert all(r["fallbacks"] == 0 for r in map(json.loads, (tmp_path / "plain" / "log.jsonl").read_text().splitlines()))
+    monkeypatch.setattr(pk, "sliding_window", lambda model: 20)  # as a model whose window the long pairs exceed
+    _, info = _train(tiny_model_dir, varied, tmp_path / "window")
+    reason = "padded batches: pairs longer than the sliding window (20 tokens)"
+    assert list(info["packing_fallbacks"]) == [reason] and info["packing_fallbacks"][reason] > 0
+    log = [json.loads(l) for l in (tmp_path / "window" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["fallbacks"] == info["packing_fallbacks"][reason] and log[0]["fallbacks"] > 0

@@ -15,8 +15,15 @@ own completion. How attention gets there depends on the model's attention implem
   * SDPA on a CPU: per pair, two SDPA calls on one unpadded row — [c, y⁺] causal, then y⁻ over
     [c, y⁻], causal aligned at the end — through an attention function registered with transformers
     (``srdpo_pairs``); nothing is masked or padded;
-  * SDPA on CUDA: FlexAttention with a BlockMask, whose block sparsity skips what a query cannot see;
+  * SDPA on CUDA: FlexAttention with a BlockMask built from the pair layout (no [T, T] mask is ever
+    made), whose block sparsity skips what a query cannot see;
   * eager attention (and SDPA where neither applies): a dense [R, 1, T, T] mask, additive or boolean.
+
+A compiled kernel (FlexAttention's, or the body under ``--compile``) is compiled once per input shape,
+so where one runs, rows are padded to a few bucketed shapes (:func:`bucket`): a run compiles a handful
+of times, not once per micro-batch. Every fall-back from the attention asked for (to dense masks, or to
+padded batches) is counted in :attr:`PairBatcher.fallbacks` and logged once as a warning; the trainer
+writes the counts to log.jsonl and run_info.json.
 
 Packing is used where it is exact for the model: a static check (an attention implementation that
 takes custom masks, every layer an attention layer, position ids) and, where the caller asks, a
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -73,16 +81,31 @@ def first_fit_decreasing(sizes: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
+def bucket(n: int, unit: int = 1) -> int:
+    """The smallest size ≥ ``n`` of the form unit·2^k or unit·3·2^k (1, 2, 3, 4, 6, 8, 12, 16, 24, …): a
+    compiled kernel sees a few shapes over a run, with at most a third of them padding."""
+    k = max(1, -(-n // unit))
+    p = 1 << (k - 1).bit_length()  # the power of two at or above k
+    return (p * 3 // 4 if p >= 4 and p * 3 // 4 >= k else p) * unit
+
+
 def pack(pairs: list[TokenizedPair], *, refine: bool = False, pad_id: int = 0, row_tokens: int | None = None,
-         multiple: int = 1) -> dict:
+         multiple: int = 1, buckets: bool = False) -> dict:
     """Packed rows of ``pairs`` (CPU tensors): input_ids, position_ids, doc (pair index, −1 on padding),
     role [R, T], spans [B, 5] (row, start, |c|, |y⁺|, |y⁻| of each pair) and the Targets (pair i's chosen
-    tokens count towards output i, its rejected towards B + i, the order of the padded batch). Rows hold at most ``row_tokens`` tokens (default and at
-    least: the longest pair), filled first-fit decreasing; T is rounded up to a ``multiple``."""
+    tokens count towards output i, its rejected towards B + i, the order of the padded batch). Rows hold at
+    most ``row_tokens`` tokens (default and at least: the longest pair), filled first-fit decreasing; T is
+    rounded up to a ``multiple``. ``buckets``: T is rounded up to :func:`bucket` (of ``multiple``) and rows
+    hold up to that; the number of rows too, with rows of padding."""
     sizes = [pair_tokens(p, refine) for p in pairs]
-    rows = first_fit_decreasing(sizes, max(row_tokens or 0, max(sizes)))
+    capacity = max(row_tokens or 0, max(sizes))
+    if buckets:
+        capacity = bucket(capacity, multiple)
+    rows = first_fit_decreasing(sizes, capacity)
     R, T, B = len(rows), max(sum(sizes[i] for i in row) for row in rows), len(pairs)
-    T = -(-T // multiple) * multiple
+    T = bucket(T, multiple) if buckets else -(-T // multiple) * multiple
+    if buckets:
+        R = bucket(R)
     ids = torch.full((R, T), pad_id, dtype=torch.long)
     pos = torch.zeros((R, T), dtype=torch.long)
     doc = torch.full((R, T), -1, dtype=torch.long)
@@ -129,15 +152,64 @@ def dense_mask(doc: Tensor, role: Tensor) -> Tensor:
     return m[:, None]
 
 
-def block_mask(doc: Tensor, role: Tensor):
-    """The same mask as a FlexAttention BlockMask."""
-    from torch.nn.attention.flex_attention import create_block_mask
+def mask_mod_of(doc: Tensor, role: Tensor):
+    """FlexAttention's mask_mod of a packed layout (:func:`sees` on the positions' pair and role)."""
 
     def mask_mod(b, h, q, k):
         return sees(doc[b, q], role[b, q], doc[b, k], role[b, k], q, k)
 
+    return mask_mod
+
+
+def visible_intervals(doc: Tensor, role: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The keys each query sees (:func:`sees`) as two intervals [lo1, hi1] ∪ [lo2, hi2] (empty: lo > hi):
+    a context or chosen query sees its pair from the start up to itself; a rejected query sees its
+    pair's context and its own completion up to itself; a padding position sees itself."""
     R, T = doc.shape
-    return create_block_mask(mask_mod, R, None, T, T, device=doc.device)
+    pos = torch.arange(T, device=doc.device).expand(R, T)
+    first = lambda new: torch.where(new, pos, torch.zeros_like(pos)).cummax(1).values  # noqa: E731
+    new_pair = torch.ones_like(doc, dtype=torch.bool)
+    new_pair[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    new_part = new_pair.clone()
+    new_part[:, 1:] |= role[:, 1:] != role[:, :-1]
+    start, part_start = first(new_pair), first(new_part)  # of the pair, of its context / completion
+    context_end = torch.where(role == PROMPT, pos, torch.full_like(pos, -1)).cummax(1).values
+    pad, rejected = doc < 0, role == REJECTED
+    lo1 = torch.where(pad, pos, start)
+    hi1 = torch.where(rejected, context_end, pos)
+    lo2 = torch.where(rejected, part_start, pos + 1)
+    return lo1, hi1, lo2, pos
+
+
+def block_mask(doc: Tensor, role: Tensor, block: int = 128):
+    """The mask of :func:`dense_mask` as a FlexAttention BlockMask, its blocks classified from the pair
+    layout (each query sees at most two intervals of keys, :func:`visible_intervals`) without ever
+    making the [T, T] mask: a kv block is *full* for a query block when every query sees all of it,
+    *partial* when some query sees some of it (FlexAttention applies the mask_mod there), else skipped.
+    The same classification as ``create_block_mask`` (tested), at a cost linear in T."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    R, T = doc.shape
+    if T % block:
+        raise ValueError(f"rows of {T} tokens: a multiple of {block} expected")
+    n = T // block
+    lo1, hi1, lo2, hi2 = (t.view(R, n, 1, block) for t in visible_intervals(doc, role))
+    k0 = (torch.arange(n, device=doc.device) * block).view(1, 1, n, 1)
+    k1 = k0 + block - 1
+    meets = lambda lo, hi: (lo <= k1) & (hi >= k0) & (lo <= hi)  # noqa: E731
+    covers = lambda lo, hi: (lo <= k0) & (hi >= k1)  # noqa: E731
+    any_ = (meets(lo1, hi1) | meets(lo2, hi2)).any(-1)  # [R, q blocks, kv blocks]
+    full = (covers(lo1, hi1) | covers(lo2, hi2)).all(-1)
+    partial = any_ & ~full
+
+    def blocks(m: Tensor) -> tuple[Tensor, Tensor]:
+        count = m.sum(-1, dtype=torch.int32)
+        order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)  # listed ones first
+        return count[:, None], order[:, None]
+
+    (kv_n, kv_i), (full_n, full_i) = blocks(partial), blocks(full)
+    return BlockMask.from_kv_blocks(kv_n, kv_i, full_n, full_i, BLOCK_SIZE=block, mask_mod=mask_mod_of(doc, role),
+                                    seq_lengths=(T, T))
 
 
 def pairs_attention(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, pair_spans=None,
@@ -212,25 +284,46 @@ class PairBatcher:
     packing is exact for the model, else the padded [2B, T] batch.
 
     A model with SDPA attention is switched to the per-pair attention (CPU) or to FlexAttention (CUDA);
-    if that fails :meth:`verify`, it is switched back and packing goes on with dense masks.
+    if that fails :meth:`verify`, it is switched back and packing goes on with dense masks. ``compiled``
+    (the body runs under torch.compile): no per-pair attention (its loop over the pairs would recompile
+    every batch), and rows in bucketed shapes, as FlexAttention always gets them.
+
+    ``fallbacks`` counts every time a batch does not get what was asked for (packing, and the attention
+    packing first chose), by reason; each reason is also logged once as a warning.
     """
 
-    def __init__(self, model, *, packing: bool = True, pad_id: int = 0, device=None):
-        self.model, self.pad_id = model, pad_id
+    def __init__(self, model, *, packing: bool = True, pad_id: int = 0, device=None, compiled: bool = False):
+        self.model, self.pad_id, self.compiled = model, pad_id, compiled
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.fallbacks: Counter[str] = Counter()
+        self.shapes: set[tuple[int, int]] = set()  # packed (rows, T) of the bucketed (compiled) paths
         reason = packing_unsupported(model) if packing else None
         if reason:
-            note(f"packing off for {type(model).__name__}: {reason}; padded batches")
+            self._fall_back(f"padded batches: {reason}", f"packing off for {type(model).__name__}: {reason}; "
+                                                         "padded batches")
         self.packing = packing and reason is None
         self.switched_from = None  # the implementation the per-pair or Flex attention replaced
         if self.packing and self.attn == "sdpa":
-            self._switch("flex_attention" if self.device.type == "cuda" else PAIRS)
+            if self.device.type == "cuda":
+                self._switch("flex_attention")
+            elif not compiled:
+                self._switch(PAIRS)
         self.mask_dtype = model.get_input_embeddings().weight.dtype
         self.window = sliding_window(model)
 
     @property
     def attn(self) -> str:
         return _text_config(self.model)._attn_implementation
+
+    @property
+    def attention(self) -> str:
+        """What packed batches run: the attention implementation, or "padded"."""
+        return self.attn if self.packing else "padded"
+
+    def _fall_back(self, reason: str, message: str | None = None) -> None:
+        """Count a fall-back by ``reason``; its ``message`` (default: the reason) is logged once, a warning."""
+        self.fallbacks[reason] += 1
+        note(message or f"packing fall-back: {reason}", logging.WARNING)
 
     def _switch(self, impl: str) -> None:
         try:
@@ -241,7 +334,8 @@ class PairBatcher:
             self.switched_from = before
             note(f"packing: {impl} attention")
         except Exception as e:  # noqa: BLE001 — an old torch, a model that cannot switch
-            note(f"packing: no {impl} attention ({type(e).__name__}: {e}); dense masks", logging.WARNING)
+            self._fall_back(f"dense masks: no {impl} attention ({type(e).__name__}: {e})",
+                            f"packing: no {impl} attention ({type(e).__name__}: {e}); dense masks")
 
     def __call__(self, pairs: list[TokenizedPair], *, refine: bool = False, row_tokens: int | None = None) -> dict:
         if not self.packing or not self._fits(pairs, refine):
@@ -249,9 +343,13 @@ class PairBatcher:
         attn = self.attn
         if attn == PAIRS:  # one row, no padding: attention runs pair by pair
             row_tokens = sum(pair_tokens(p, refine) for p in pairs)
-        # rows a multiple of FlexAttention's 128-token blocks: fewer shapes for its compiled kernel
+        flex = attn == "flex_attention"
+        buckets = flex or self.compiled
+        # FlexAttention works in 128-token blocks; compiled kernels get bucketed shapes (few compilations)
         b = pack(pairs, refine=refine, pad_id=self.pad_id, row_tokens=row_tokens,
-                 multiple=128 if attn == "flex_attention" else 1)
+                 multiple=128 if flex else (16 if buckets else 1), buckets=buckets)
+        if buckets:
+            self.shapes.add(tuple(b["input_ids"].shape))
         out = {"input_ids": b["input_ids"].to(self.device), "position_ids": b["position_ids"].to(self.device),
                "targets": b["targets"].to(self.device)}
         doc, role = b["doc"].to(self.device), b["role"].to(self.device)
@@ -259,7 +357,7 @@ class PairBatcher:
             # a 4D placeholder: transformers hands a 4D mask to the attention untouched, and it needs none
             out.update(attention_mask=torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device),
                        pair_spans=b["spans"])
-        elif attn == "flex_attention":
+        elif flex:
             out["attention_mask"] = block_mask(doc, role)
         else:
             mask = dense_mask(doc, role)
@@ -277,7 +375,8 @@ class PairBatcher:
     def _fits(self, pairs: list[TokenizedPair], refine: bool) -> bool:
         if self.window is None or all(padded_tokens(p, refine) <= self.window for p in pairs):
             return True
-        note(f"packing: pairs longer than the sliding window ({self.window} tokens) go in padded batches")
+        self._fall_back(f"padded batches: pairs longer than the sliding window ({self.window} tokens)",
+                        f"packing: pairs longer than the sliding window ({self.window} tokens) go in padded batches")
         return False
 
     @torch.no_grad()
@@ -294,13 +393,15 @@ class PairBatcher:
         sample = sorted(pairs, key=pair_tokens)[:4]
         diff, why = self._compare(wrapper, sample)
         if not diff <= atol and self.switched_from:
-            note(f"packing: {self.attn} attention failed the check ({why}); back to {self.switched_from} with "
-                 "dense masks", logging.WARNING)
+            self._fall_back(f"dense masks: {self.attn} attention failed the check",
+                            f"packing: {self.attn} attention failed the check ({why}); back to {self.switched_from} "
+                            "with dense masks")
             self.model.set_attn_implementation(self.switched_from)
             self.switched_from = None
             diff, why = self._compare(wrapper, sample)
         if not diff <= atol:
-            log.warning("packing off: %s (tolerance %g); padded batches from here on", why, atol)
+            self._fall_back("padded batches: packed log-probs failed the check",
+                            f"packing off: {why} (tolerance {atol:g}); padded batches from here on")
             self.packing = False
             return None
         log.info("packing verified against padded batches (max diff %.2e nats/token, %s masks)", diff, self.attn)
