@@ -20,6 +20,7 @@ DELTA_COLUMNS = (
     "length_diff", "chosen_rating", "rejected_rating", "rating_diff", "logp_chosen", "logp_rejected",
     "ref_logp_chosen", "ref_logp_rejected", "logp_p_chosen", "logp_p_rejected", "ref_logp_p_chosen",
     "ref_logp_p_rejected", "beta", "reduce", "prompt_truncated", "completion_truncated",
+    "precision",  # how the models ran (trainer.modeling.Precision.key): a table never mixes CPU and GPU rows
 )
 DELTA_REQUIRED = ("id", "model_id", "delta", "margin", "chosen_rating", "rejected_rating")
 
@@ -42,10 +43,13 @@ ANSWER_FIELDS = ("question_id", "answer_id", "model_id", "choices", "tstamp")
 
 # train/<run>/log.jsonl: one row per optimizer step (trainer/train.py → analysis/curves.py). The token
 # counts are of the whole step (all processes): non-padding tokens forwarded and target tokens (those
-# whose log-prob goes through the LM head), with gradient (x) and without (p ⊕ x, Sr objectives only).
+# whose log-prob goes through the LM head), with gradient (x) and without (p ⊕ x, Sr objectives only);
+# "fallbacks": how many times so far a batch did not get the packing or attention asked for (run_info.json
+# names the reasons: trainer.packing.PairBatcher.fallbacks).
 TOKEN_FIELDS = ("tokens/grad", "targets/grad", "tokens/no_grad", "targets/no_grad")
 LOG_FIELDS = ("step", "pairs_seen", "loss", "lr", "grad_norm", "rewards/chosen", "rewards/rejected",
               "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "margin", "accuracy",
-              "margin_p", "accuracy_p", "delta/mean", "delta/std", *TOKEN_FIELDS, "step_time_s", "elapsed_s")
+              "margin_p", "accuracy_p", "delta/mean", "delta/std", *TOKEN_FIELDS, "fallbacks", "step_time_s",
+              "elapsed_s")
 # train/<run>/run_info.json: parameters per forwarded token and per target token (trainer.logprobs.param_counts).
 PARAM_FIELDS = ("params_body", "params_head")

@@ -56,12 +56,12 @@ def flags(model, data, out, cache) -> list[str]:
             "--max-prompt-length", "64", "--no-progress"]
 
 
-def torchrun(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, env_extra: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
     # CPU processes even on a GPU machine; the children import this checkout
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env_extra or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +210,24 @@ def test_fsdp_in_one_process_equals_plain(tiny_model_dir, tmp_path):
             torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
+def test_fsdp_bf16_step_zero_is_the_reference(tiny_model_dir, tmp_path):
+    """FSDP2 gathers the parameters in bf16 (MixedPrecisionPolicy) for the forward; the reference pass casts
+    its parameters the same way, so at step 0 the policy is the reference: m(x) = 0 and Δπ = 0 exactly, and
+    Sr-DPO's first step is DPO's (before, m(x) was ~1e-3 nats here)."""
+    data = tmp_path / "toy.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Question {i}: sea {i * 7}?", "chosen": " yes good" + " ok" * (i % 3),
+                                        "rejected": " no bad"}) + "\n" for i in range(8)))
+    kw = dict(SETTINGS, model=str(tiny_model_dir), data=str(data), ref_cache_dir=str(tmp_path / "cache"), max_steps=1,
+              save_every=0, fsdp=True, mixed_precision="bf16")
+    finals = {o: tm.train(TrainConfig(**{**kw, "objective": o}, output=str(tmp_path / o))) for o in ("sr-dpo", "dpo")}
+    info = json.loads((tmp_path / "sr-dpo" / "run_info.json").read_text())
+    assert info["mixed_precision"] == "bf16" and info["precision"] == "float32/bfloat16/params-bfloat16"
+    row = [json.loads(l) for l in (tmp_path / "sr-dpo" / "log.jsonl").read_text().splitlines()][0]
+    assert row["margin"] == 0.0 and row["delta/mean"] == 0.0 and row["margin_p"] == 0.0
+    a, b = weights(finals["sr-dpo"]), weights(finals["dpo"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("name, runs", [("paper-hh", 13), ("paper-zephyr", 4)])
 def test_paper_configs_launch_through_torchrun_with_fsdp(name, runs, tmp_path, capsys, monkeypatch):
     """The dry run prints each run's exact launch command, offline: no model or dataset is opened."""
@@ -263,3 +281,53 @@ def test_reproduce_trains_through_the_torchrun_launcher(setup, tmp_path, monkeyp
     info = json.loads((out / "train" / "sr-dpo" / "run_info.json").read_text())
     assert info["finished"] and info["num_processes"] == 2 and Path(info["ref_cache"]).parent == out / "refcache"
     assert (out / "train" / "sr-dpo" / "final" / "model.safetensors").is_file()
+
+
+# Splits of a step's pairs that give the two processes different numbers of micro-batches (before the
+# fix, FSDP waited in a collective for ever): pairs per forward, tokens per forward, and an 11-pair epoch
+# whose last batch is short (3 pairs: 2 on one process, 1 on the other).
+UNEVEN = {"micro-batch-size": dict(batch_size=3, micro_batch_size=1),
+          "token-budget": dict(batch_size=4, max_tokens_per_micro_batch=48)}
+
+
+@pytest.fixture(scope="module")
+def uneven_data(setup):
+    d = setup[0]
+    data = d / "uneven.jsonl"
+    with data.open("w") as f:
+        for i in range(11):
+            f.write(json.dumps({"prompt": f"Question {i}: " + "sea sky " * (i % 4), "chosen": " yes" * (1 + i % 5),
+                                "rejected": " no bad" * (1 + i % 2)}) + "\n")
+    return data
+
+
+def _uneven_cfg(model, data, out, cache, split: str) -> TrainConfig:
+    return TrainConfig(objective="sr-dpo", model=str(model), data=str(data), output=str(out), ref_cache_dir=str(cache),
+                       learning_rate=1e-3, warmup_steps=0, device="cpu", max_length=128, max_prompt_length=64,
+                       progress=False, **UNEVEN[split])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", list(UNEVEN))
+@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+def test_uneven_micro_batches_never_hang_and_match_one_process(setup, uneven_data, mode, split):
+    """Every process makes the same number of forwards and backwards per step, whatever its share."""
+    d, model, _ = setup
+    cache = d / "uneven-cache"
+    cfg = _uneven_cfg(model, uneven_data, d / f"uneven-one-{mode}-{split}", cache, split)
+    pairs, _ = tm.load_pairs(cfg)
+    batches = tm.epoch_batches(pairs, cfg, 0, 2)
+    counts = [[len(c) for c in tm.step_micro_batches(pairs, b, cfg, 2, True)] for b in batches]
+    assert any(a != b for a, b in counts), f"the split is even in every step, the test proves nothing: {counts}"
+    assert len(batches[-1]) < cfg.batch_size or split != "micro-batch-size"  # a short last batch too
+    one = weights(tm.train(cfg))
+    out = d / f"uneven-{mode}-{split}"
+    args = ["train", "--config", str(d / f"uneven-{split}.yaml"), "--output", str(out)]
+    from trainer.config import dump_yaml
+
+    dump_yaml(cfg, d / f"uneven-{split}.yaml")
+    proc = torchrun("-m", "srdpo_eval", *args, *(["--fsdp"] if mode == "fsdp" else []), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, len(batches) + 1))
+    assert_close_weights(weights(out / "final"), one)

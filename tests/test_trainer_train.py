@@ -211,13 +211,18 @@ def test_cli_train(tiny_model_dir, toy, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bf16_training_steps(tiny_model_dir, toy, tmp_path):
-    """On a GPU: bf16 autocast (fp32 master weights), Sr-DPO learns, Δπ = 0 at step 0 within bf16 noise."""
+def test_cuda_bf16_training_steps(toy, tmp_path):
+    """On a GPU: bf16 autocast (fp32 master weights), packed pairs on FlexAttention with no fall-back (head_dim
+    16: its kernel's least), Sr-DPO learns, Δπ = 0 at step 0 within bf16 noise."""
+    from trainer.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model", hidden_size=64, num_heads=4)
     out = tmp_path / "cuda"
-    final = train_mod.train(cfg_for(tiny_model_dir, toy, out, objective="sr-dpo", device="cuda", max_steps=6,
+    final = train_mod.train(cfg_for(model, toy, out, objective="sr-dpo", device="cuda", max_steps=6,
                                     ref_cache_dir=str(tmp_path / "cache")))
     info = json.loads((out / "run_info.json").read_text())
     assert info["device"].startswith("cuda") and info["mixed_precision"] == "bf16" and info["dtype"] == "float32"
+    assert info["attention"] == "flex_attention" and info["packing_fallbacks"] == {}, info
     log = read_log(out)
     assert abs(log[0]["loss"] - 0.693147) < 1e-3 and abs(log[0]["delta/mean"]) < 1e-3
     assert log[-1]["accuracy"] == 1.0 and log[-1]["loss"] < log[0]["loss"]
@@ -259,3 +264,15 @@ def test_log_counts_the_tokens_each_step_forwards(tiny_model_dir, toy, tmp_path)
         info = json.loads((run / "run_info.json").read_text())
         assert info["params_head"] == vocab * hidden  # untied in the tiny Llama
         assert info["params_body"] == sum(p.numel() for p in model.parameters()) - 2 * vocab * hidden
+
+
+def test_deterministic_flag_trains_the_same_and_restores_torch(tiny_model_dir, toy, tmp_path):
+    """--deterministic: torch's deterministic algorithms during the run (and cuBLAS's fixed workspace on a
+    GPU); on a CPU the result is bitwise the default one. Afterwards torch is as it was."""
+    before = torch.are_deterministic_algorithms_enabled()
+    a = train_mod.train(cfg_for(tiny_model_dir, toy, tmp_path / "det", objective="sr-dpo", deterministic=True))
+    assert torch.are_deterministic_algorithms_enabled() == before
+    b = train_mod.train(cfg_for(tiny_model_dir, toy, tmp_path / "default", objective="sr-dpo"))
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((tmp_path / "det" / "run_info.json").read_text())["deterministic"] is True

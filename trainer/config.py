@@ -62,7 +62,10 @@ class TrainConfig(DataConfig):
     mixed_precision: str = option("auto", choices=("auto", "bf16", "no"),
                                   help="auto: bf16 autocast on a bf16 GPU, none elsewhere")
     gradient_checkpointing: bool = option(False, help="recompute activations in the backward (less memory)")
-    compile: bool = option(False, help="torch.compile the transformer body")
+    compile: bool = option(False, help="torch.compile the transformer body (packed rows in bucketed shapes: a "
+                                       "few compilations per run)")
+    deterministic: bool = option(False, help="deterministic algorithms (bitwise-reproducible runs and resumes on "
+                                             "a GPU; slower, see docs/method.md)")
     fsdp: bool = option(False, action="store_true",
                         help="shard parameters, gradients and optimizer state over the processes (FSDP2; "
                              "launch with torchrun); else DDP under torchrun")
@@ -89,7 +92,7 @@ class TrainConfig(DataConfig):
 # Options that change how a run executes, not what it computes: a resumed run may differ in these only.
 EXECUTION_ONLY = ("output", "resume", "progress", "device", "micro_batch_size", "chunk_size", "ref_batch_size",
                   "ref_cache_dir", "verify_logps", "compile", "gradient_checkpointing", "trust_remote_code",
-                  "fsdp", "packing", "max_tokens_per_micro_batch")
+                  "fsdp", "packing", "max_tokens_per_micro_batch", "deterministic")
 
 
 def result_settings(cfg: TrainConfig) -> dict:

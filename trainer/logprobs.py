@@ -108,7 +108,9 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             del z
             # grad_logits = g · (onehot − softmax), built in place in the logits buffer
             gl = logits.sub_(lse[s:s + chunk, None]).exp_().mul_(-g[:, None])
-            gl.scatter_add_(-1, tc[:, None], g[:, None])
+            # + g at each row's target: one index per row, so scatter_ (deterministic on CUDA; scatter_add_
+            # is refused under torch.use_deterministic_algorithms)
+            gl.scatter_(-1, tc[:, None], gl.gather(-1, tc[:, None]) + g[:, None])
             if softcap:  # d(cap·tanh(z/cap))/dz = 1 − tanh²
                 gl.mul_(1 - t * t)
                 del t

@@ -32,24 +32,36 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str | 
 
 @dataclass(frozen=True)
 class Precision:
-    """How a model is run: device, weight dtype and autocast dtype (None: no autocast)."""
+    """How a model is run: device, weight dtype, autocast dtype (None: no autocast) and the dtype the
+    parameters are cast to for the forward (None: used as stored; FSDP's bf16 gather: bf16)."""
 
     device: torch.device
     weights: torch.dtype
     autocast: torch.dtype | None
+    params: torch.dtype | None = None
 
     @property
     def key(self) -> str:
         """What the numbers depend on (part of the reference-cache key)."""
-        return f"{str(self.weights).removeprefix('torch.')}/{str(self.autocast).removeprefix('torch.')}"
+        name = lambda t: str(t).removeprefix("torch.")  # noqa: E731
+        return f"{name(self.weights)}/{name(self.autocast)}" + (f"/params-{name(self.params)}" if self.params else "")
+
+    def cast_params(self, model) -> None:
+        """Cast ``model``'s parameters (not its buffers: FSDP gathers parameters only) to ``params``, so that
+        a model run outside FSDP computes what FSDP's mixed-precision forward computes."""
+        if self.params is not None:
+            for p in model.parameters():
+                p.data = p.data.to(self.params)
 
 
-def resolve_precision(device: str | None = "auto", dtype: str = "auto", mixed_precision: str = "auto") -> Precision:
+def resolve_precision(device: str | None = "auto", dtype: str = "auto", mixed_precision: str = "auto", *,
+                      fsdp: bool = False) -> Precision:
     """The one rule every stage uses to run a model as the trainer does (docs/method.md#defaults).
 
     ``dtype`` "auto": fp32 (master) weights; ``mixed_precision`` "auto": bf16 autocast on a GPU that has
     bf16, none elsewhere (this project's CPUs have no usable bf16). ``device`` "auto"/None: CUDA if
-    available.
+    available. ``fsdp``: FSDP2 gathers the parameters in the autocast dtype (its MixedPrecisionPolicy), so
+    the forward's parameters are in that dtype, and the reference pass casts its parameters the same way.
     """
     if device in (None, "auto"):
         dev = default_device()
@@ -63,7 +75,8 @@ def resolve_precision(device: str | None = "auto", dtype: str = "auto", mixed_pr
     cuda_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     mp = ("bf16" if cuda_bf16 else "no") if mixed_precision == "auto" else mixed_precision
     weights = torch.float32 if dtype == "auto" else resolve_dtype(dtype, dev)
-    return Precision(dev, weights, torch.bfloat16 if mp == "bf16" else None)
+    autocast = torch.bfloat16 if mp == "bf16" else None
+    return Precision(dev, weights, autocast, autocast if fsdp and autocast not in (None, weights) else None)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):

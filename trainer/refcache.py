@@ -128,6 +128,7 @@ def _score_shares(ref_model, pairs: list[TokenizedPair], *, precision: Precision
     if mine:
         model, _ = load_causal_lm(ref_model, dtype=precision.weights, device=precision.device,
                                   trust_remote_code=trust_remote_code, with_tokenizer=False)
+        precision.cast_params(model)  # as FSDP gathers the policy's parameters (bf16), so m(x) = 0 at step 0
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         part = pair_logps(model, [pairs[i] for i in mine], pad_id=pad_id, batch_size=batch_size, reduce=reduce,
                           refine=refine, progress=progress, chunk_size=chunk_size,

@@ -8,7 +8,9 @@ One step = ``batch_size`` preference pairs, split across processes and into micr
     reference model is in memory while training.
 One process, or under ``torchrun`` DDP or FSDP2 (``fsdp``) on torch.distributed (trainer/distributed.py);
 bf16 autocast where trainer.modeling.resolve_precision says so; gradients of micro-batches accumulate
-without communication except in the last.
+without communication except in the last. Every process makes the same number of forwards and backwards
+per step, whatever its share of the pairs (:func:`step_micro_batches`): a process with fewer
+micro-batches repeats one with weight 0, so that no collective waits for ever.
 
 Output (see contracts/run_dir.py): config.yaml, log.jsonl (one line per step), run_info.json,
 checkpoint-<step>/ and final/ (Hugging Face checkpoints with srdpo_info.json; checkpoints also hold
@@ -21,8 +23,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -85,6 +89,18 @@ def epoch_batches(pairs: list[TokenizedPair], cfg: TrainConfig, epoch: int, worl
     return [b for b in batches if len(b) >= world]  # every process needs at least one pair
 
 
+def step_micro_batches(pairs: list[TokenizedPair], idx: list[int], cfg: TrainConfig, world: int,
+                       packing: bool) -> list[list[list[int]]]:
+    """Every process's micro-batches of the step ``idx`` (rank r takes every world-th pair from the r-th,
+    longest first). Each process computes all of them, so all agree on the number of forwards without
+    communicating."""
+    from trainer.packing import micro_batches
+
+    micro = cfg.micro_batch_size or math.ceil(cfg.batch_size / world)
+    return [micro_batches(pairs, sorted(idx[r::world], key=lambda i: -pairs[i].length), max_pairs=micro,
+                          max_tokens=cfg.max_tokens_per_micro_batch, packing=packing) for r in range(world)]
+
+
 def _mean(xs) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
@@ -97,6 +113,11 @@ def _std(xs) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- train
+
+
+def precision_of(cfg: TrainConfig) -> Precision:
+    """How a run of ``cfg`` runs its models (its reference pass included)."""
+    return resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision, fsdp=cfg.fsdp)
 
 
 def load_pairs(cfg: TrainConfig, tokenizer=None) -> tuple[list[TokenizedPair], TruncationReport]:
@@ -115,13 +136,14 @@ def ref_cache_dir(cfg: TrainConfig) -> Path:
 def reference_pass(cfg: TrainConfig, *, refine: bool | None = None, pairs: list[TokenizedPair] | None = None,
                    precision: Precision | None = None, progress: bool | None = None) -> tuple[PairLogps, Path]:
     """The reference log-probs that a run of ``cfg`` trains against, from the cache or computed, exactly
-    as :func:`train` gets them; a pipeline calls it once before several runs share the cache entry.
+    as :func:`train` gets them (in the precision of its forward, FSDP's included); a pipeline calls it
+    once before several runs share the cache entry.
 
     ``refine``: also on p ⊕ x (default: if the objective needs Δπ).
     """
     from trainer.refcache import reference_logps
 
-    precision = precision or resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)
+    precision = precision or precision_of(cfg)
     if pairs is None:
         pairs, _ = load_pairs(cfg)
     return reference_logps(
@@ -136,7 +158,7 @@ def reference_only(cfg: TrainConfig) -> Path | None:
     """The reference pass alone, on x and p ⊕ x (the cache entry every objective reads); under torchrun
     every process scores its share. Returns the cache file."""
     cfg.check()
-    with D.process_group(resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision).device):
+    with D.process_group(precision_of(cfg).device):
         _, path = reference_pass(cfg, refine=True, progress=cfg.progress and D.rank() == 0)
     return path
 
@@ -148,8 +170,30 @@ def train(cfg: TrainConfig) -> Path:
     process (with ``fsdp``: FSDP over a one-process group, the same code).
     """
     cfg.check()
-    with D.process_group(resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision).device, fsdp=cfg.fsdp):
+    with D.process_group(precision_of(cfg).device, fsdp=cfg.fsdp), deterministic(cfg.deterministic):
         return _train(cfg)
+
+
+@contextlib.contextmanager
+def deterministic(on: bool):
+    """Deterministic algorithms for the duration (``--deterministic``): torch's deterministic kernels
+    (index_add and the index_select backward of the LM head sort instead of using atomics), cuBLAS with a
+    fixed workspace, no cuDNN autotuning. Restored afterwards."""
+    if not on:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS when it makes a workspace
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+        if before[2] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _seed(seed: int) -> None:
@@ -180,34 +224,170 @@ def _policy(cfg: TrainConfig, path, prec: Precision):
     if cfg.compile:
         _body(model).compile()
     policy.train()
-    batcher = PairBatcher(model, packing=cfg.packing, device=prec.device)
+    batcher = PairBatcher(model, packing=cfg.packing, device=prec.device, compiled=cfg.compile)
     return policy, D.wrap(policy, fsdp=cfg.fsdp, device=prec.device, autocast=prec.autocast), batcher
 
 
-def _micro_batch(cfg: TrainConfig, engine, policy, batcher, cp: list[TokenizedPair], r: PairLogps | None,
-                 step_pairs: int, sft_tokens: int, world: int, amp) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _optimizer(cfg: TrainConfig, params):
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class _Run:
+    """A training run from its set-up to its last step: what each step reads and advances."""
+
+    cfg: TrainConfig
+    prec: Precision
+    tokenizer: object
+    pairs: list[TokenizedPair]
+    ref: PairLogps | None  # the reference's log-probs (None for SFT)
+    policy: torch.nn.Module  # CompletionLogps
+    engine: torch.nn.Module  # what the gradient forward calls (DDP over the policy, or the policy)
+    batcher: object  # trainer.packing.PairBatcher
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    identity: dict  # what the run is, written once: in run_info.json and every checkpoint's srdpo_info.json
+    info: dict  # run_info.json
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    pairs_seen: int = 0
+    epoch: int = 0
+    batch_idx: int = 0
+    t_start: float = 0.0
+    verified: bool = False
+    last_ckpt: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.output)
+
+    @property
+    def sr(self) -> bool:
+        return objectives.needs_refine(self.cfg.objective)
+
+    def amp(self):
+        p = self.prec
+        return torch.autocast(p.device.type, dtype=p.autocast) if p.autocast else contextlib.nullcontext()
+
+    def checkpoint_info(self) -> dict:
+        return {**self.identity, "step": self.step, "pairs_seen": self.pairs_seen}
+
+    def state(self) -> dict:
+        return {"step": self.step, "pairs_seen": self.pairs_seen, "epoch": self.epoch, "batch_in_epoch": self.batch_idx,
+                "elapsed_s": time.time() - self.t_start, "data_hash": self.identity["data_hash"], "seed": self.cfg.seed}
+
+
+def _setup(cfg: TrainConfig) -> _Run:
+    """Data, reference log-probs, policy, optimizer and schedule; the state of a resumed run; the run's
+    identity and config.yaml and run_info.json written (by rank 0)."""
+    from trainer.logprobs import param_counts
+    from trainer.refcache import pairs_hash
+
+    out, prec, world = Path(cfg.output), precision_of(cfg), D.world()
+    resume_from = latest_checkpoint(out) if cfg.resume else None
+    D.barrier()  # every process has looked before rank 0 writes into the run directory
+    _seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    pairs, report = load_pairs(cfg, tokenizer)
+    if len(pairs) < world:
+        raise UserError(f"{cfg.data}: only {len(pairs)} usable pairs for {world} processes ({report.summary()})")
+    preference = objectives.get(cfg.objective).preference
+    ref, cache_file = (reference_pass(cfg, pairs=pairs, precision=prec, progress=cfg.progress and D.rank() == 0)
+                       if preference else (None, None))
+    policy, engine, batcher = _policy(cfg, resume_from or cfg.model, prec)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = _optimizer(cfg, params)
+    steps_per_epoch = len(epoch_batches(pairs, cfg, 0, world))
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs  # max_steps overrides epochs (as HF)
+    sr = objectives.needs_refine(cfg.objective)
+    identity = {"objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if sr else None, "reduce": cfg.reduce,
+                "model": cfg.model, "ref_model": (cfg.ref_model or cfg.model) if preference else None,
+                "data": cfg.data, "data_hash": pairs_hash(pairs)}
+    info = {**identity, "train_pairs": len(pairs), "dropped_pairs": len(report.dropped),
+            "dropped": [[str(i), r] for i, r in report.dropped],
+            "truncation": {"prompt_truncated": report.prompt_truncated,
+                           "completion_truncated": report.completion_truncated},
+            "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
+            "total_steps": total_steps, "steps": 0, "wall_time_s": 0.0, "device": str(prec.device),
+            "num_processes": world, "dtype": str(prec.weights).replace("torch.", ""),
+            "mixed_precision": "bf16" if prec.autocast == torch.bfloat16 else "no", "precision": prec.key,
+            "deterministic": cfg.deterministic, **param_counts(policy.model), "finished": False}
+    run = _Run(cfg, prec, tokenizer, pairs, ref, policy, engine, batcher, params, optimizer,
+               make_scheduler(optimizer, cfg, total_steps), identity, info, steps_per_epoch, total_steps,
+               verified=not cfg.verify_logps, last_ckpt=resume_from)
+    if resume_from is not None:
+        _resume(run, resume_from)
+    run.t_start = time.time() - run.info["wall_time_s"]
+    out.mkdir(parents=True, exist_ok=True)
+    if D.rank() == 0:
+        dump_yaml(cfg, out / TRAIN_CONFIG)
+        _truncate_log(out / TRAIN_LOG, run.step)
+    _record_attention(run)
+    return run
+
+
+def _resume(run: _Run, ckpt: Path) -> None:
+    st = json.loads((ckpt / STATE_DIR / STATE_FILE).read_text())
+    if st["data_hash"] != run.identity["data_hash"]:
+        raise ValueError(f"{ckpt}: was trained on different data (data hash differs); cannot resume")
+    load_trainer_state(run.policy, run.optimizer, run.scheduler, ckpt)
+    run.step, run.pairs_seen, run.info["wall_time_s"] = st["step"], st["pairs_seen"], st["elapsed_s"]
+    run.epoch, run.batch_idx = divmod(run.step, run.steps_per_epoch)
+    run.info["steps"] = run.step
+    log.info("resuming from %s at step %d", ckpt, run.step)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the lines a killed run wrote after its last checkpoint."""
+    if path.exists():
+        keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+        path.write_text("".join(l + "\n" for l in keep))
+
+
+def _record_attention(run: _Run) -> None:
+    """What the packed batches run and every fall-back so far, into run_info.json (rank 0 writes it)."""
+    b = run.batcher
+    run.info.update(packing=b.packing, attention=b.attention, packing_fallbacks=dict(b.fallbacks),
+                    packed_shapes=len(b.shapes) if b.shapes else None)
+    if run.cfg.compile or b.attention == "flex_attention":
+        from torch._dynamo.utils import counters
+
+        run.info["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
+    if D.rank() == 0:
+        _write_json(run.out / RUN_INFO, run.info)
+
+
+def _micro_batch(run: _Run, cp: list[TokenizedPair], r: PairLogps | None, step_pairs: int, sft_tokens: int,
+                 weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """One micro-batch of B pairs: (loss to backpropagate, its part of the step's loss, per-pair stats).
 
     Losses are scaled so that the gradient, averaged over processes by DDP/FSDP, is that of the step's
-    mean over all its pairs (docs/method.md, open choice 7)."""
-    sr, B = objectives.needs_refine(cfg.objective), len(cp)
+    mean over all its pairs (docs/method.md, open choice 7); ``weight`` 0: a repeat that only keeps the
+    processes' forwards and backwards in step."""
+    cfg, world, B = run.cfg, D.world(), len(cp)
     pc_p = pr_p = None
-    if sr:  # Δπ's policy terms: no gradient, so the module itself (outside DDP's bookkeeping)
-        with torch.no_grad(), amp():
-            lpp, _ = policy(**batcher(cp, refine=True), reduce=cfg.reduce)
+    if run.sr:  # Δπ's policy terms: no gradient, so the module itself (outside DDP's bookkeeping)
+        with torch.no_grad(), run.amp():
+            lpp, _ = run.policy(**run.batcher(cp, refine=True), reduce=cfg.reduce)
         pc_p, pr_p = lpp[:B], lpp[B:]
-    with amp():
-        lp, _ = engine(**batcher(cp), reduce=cfg.reduce if r is not None else "sum")
+    with run.amp():
+        lp, _ = run.engine(**run.batcher(cp), reduce=cfg.reduce if r is not None else "sum")
     pc, pr = lp[:B], lp[B:]
     if r is None:  # sft: token-mean NLL over the step's chosen completions (all processes together)
-        loss = -pc.sum() / sft_tokens * world
+        loss = -pc.sum() / sft_tokens * world * weight
         return loss, loss.detach() / world, {"logps/chosen": pc, "logps/rejected": pr}
     terms = objective_terms(cfg, pc, pr, r, pc_p, pr_p)
     stats = {"rewards/chosen": terms.chosen_rewards, "rewards/rejected": terms.rejected_rewards,
              "margin": terms.margins, "logps/chosen": pc, "logps/rejected": pr}
-    if sr:
+    if run.sr:
         stats.update(delta=terms.delta, margin_p=(pc_p.float() - r.refine_chosen) - (pr_p.float() - r.refine_rejected))
-    return terms.losses.sum() / step_pairs * world, terms.losses.detach().sum() / step_pairs, stats
+    return (terms.losses.sum() / step_pairs * world * weight, terms.losses.detach().sum() / step_pairs * weight,
+            stats)
 
 
 def _token_counts(cp: list[TokenizedPair], sr: bool, packed: bool) -> list[int]:
@@ -223,12 +403,98 @@ def _token_counts(cp: list[TokenizedPair], sr: bool, packed: bool) -> list[int]:
     return [forwarded(False), targets, forwarded(True) if sr else 0, targets if sr else 0]
 
 
+def _verify_once(run: _Run, cp: list[TokenizedPair], idx: list[int]) -> None:
+    """Chunked log-probs against full logits, and packed against padded, on the first micro-batch of the
+    run (every process: FSDP's collectives need all of them)."""
+    from trainer.logprobs import verify_against_full_logits
+
+    plain = run.batcher.padded(cp)
+    with run.amp():
+        diff = verify_against_full_logits(run.policy, plain["input_ids"], plain["attention_mask"], plain["loss_mask"])
+        # packed = padded, else packing off; on the step's pairs, the same on every process
+        run.batcher.verify(run.policy, [run.pairs[i] for i in idx])
+    log.info("chunked log-probs verified against full logits (max diff %.2e)", diff)
+    run.verified = True
+
+
+def _step(run: _Run, idx: list[int]) -> dict:
+    """One optimizer step on the pairs ``idx`` (all processes together); returns its log row."""
+    cfg, device, rank = run.cfg, run.prec.device, D.rank()
+    t0 = time.time()
+    if not run.verified:
+        _verify_once(run, [run.pairs[i] for i in step_micro_batches(run.pairs, idx, cfg, D.world(),
+                                                                    run.batcher.packing)[rank][0]], idx)
+    everyone = step_micro_batches(run.pairs, idx, cfg, D.world(), run.batcher.packing)
+    mine, n = everyone[rank], max(len(c) for c in everyone)
+    chunks = mine + [mine[-1][-1:]] * (n - len(mine))  # repeats of one pair, weight 0: the same count on all
+    sft_tokens = sum(len(run.pairs[i].chosen_ids) for i in idx)
+    stats: dict[str, list[float]] = {}
+    loss_sum = torch.zeros((), device=device)
+    tokens = torch.zeros(len(TOKEN_FIELDS), dtype=torch.long, device=device)
+    for ci, chunk in enumerate(chunks):
+        real = ci < len(mine)
+        cp = [run.pairs[i] for i in chunk]
+        r = None
+        if run.ref is not None:
+            s = run.ref.select(chunk)
+            r = PairLogps(*(None if t is None else t.to(device, torch.float32) for t in (
+                s.chosen, s.rejected, s.refine_chosen, s.refine_rejected, s.n_chosen, s.n_rejected)))
+        with D.grad_sync(run.engine, ci == len(chunks) - 1):
+            loss, part, st = _micro_batch(run, cp, r, len(idx), sft_tokens, 1.0 if real else 0.0)
+            loss.backward()
+        if real:
+            loss_sum = loss_sum + part
+            tokens += torch.tensor(_token_counts(cp, run.sr, run.batcher.packing), device=device)
+            _add(stats, st)
+    total_loss = D.all_sum(loss_sum).item()
+    if not math.isfinite(total_loss):
+        _diverged(run, total_loss)
+    grad_norm = D.clip_grad_norm(run.params, cfg.max_grad_norm)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step, run.batch_idx, run.pairs_seen = run.step + 1, run.batch_idx + 1, run.pairs_seen + len(idx)
+    allstats: dict[str, list[float]] = {}
+    for s in D.all_gather(stats):
+        for k, v in s.items():
+            allstats.setdefault(k, []).extend(v)
+    row = {"step": run.step, "pairs_seen": run.pairs_seen, "loss": total_loss, "lr": lr, "grad_norm": grad_norm}
+    row.update(_summarise(allstats, run.sr))
+    row.update(zip(TOKEN_FIELDS, D.all_sum(tokens).tolist()))
+    row["fallbacks"] = sum(run.batcher.fallbacks.values())
+    row["step_time_s"] = time.time() - t0
+    row["elapsed_s"] = time.time() - run.t_start
+    return row
+
+
+def _diverged(run: _Run, total_loss: float) -> None:
+    msg = (f"step {run.step + 1}: loss is {total_loss}; stopping before the optimizer step. "
+           f"Last good checkpoint: {run.last_ckpt or 'none (no checkpoint saved yet)'}")
+    run.info.update(steps=run.step, wall_time_s=time.time() - run.t_start, finished=False, error=msg)
+    if D.rank() == 0:
+        _write_json(run.out / RUN_INFO, run.info)
+    raise TrainingDiverged(msg)
+
+
+def _next_batch(run: _Run) -> list[int] | None:
+    """The pairs of the next step (None at an epoch's end: the position moved to the next epoch)."""
+    batches = epoch_batches(run.pairs, run.cfg, run.epoch, D.world())
+    if run.batch_idx >= len(batches):
+        run.epoch, run.batch_idx = run.epoch + 1, 0
+        return None
+    return batches[run.batch_idx]
+
+
+def _save(run: _Run, path: Path, *, with_state: bool) -> None:
+    save_checkpoint(run.policy, run.optimizer, run.scheduler, run.tokenizer, path, run.checkpoint_info(),
+                    run.state() if with_state else None)
+    if with_state:
+        run.last_ckpt = path
+
+
 def _train(cfg: TrainConfig) -> Path:
     from tqdm.auto import tqdm
-
-    from trainer.logprobs import param_counts, verify_against_full_logits
-    from trainer.packing import micro_batches
-    from trainer.refcache import pairs_hash
 
     out = Path(cfg.output)
     if check_resume(cfg) == "finished":
@@ -236,168 +502,36 @@ def _train(cfg: TrainConfig) -> Path:
         if D.rank() == 0:
             print(f"{out} is already finished (its final/ was trained with these settings): nothing changed")
         return out / FINAL_DIR
-    prec = resolve_precision(cfg.device, cfg.dtype, cfg.mixed_precision)  # in a group: this process's GPU
-    rank, world, main = D.rank(), D.world(), D.rank() == 0
-    mp = "bf16" if prec.autocast == torch.bfloat16 else "no"
-    amp = (lambda: torch.autocast(prec.device.type, dtype=prec.autocast)) if prec.autocast else contextlib.nullcontext
-
-    resume_from = latest_checkpoint(out) if cfg.resume else None
-    D.barrier()  # every process has looked before rank 0 writes into the run directory
-    _seed(cfg.seed)
-
-    # Data
-    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    sr = objectives.needs_refine(cfg.objective)
-    preference = objectives.get(cfg.objective).preference
-    pairs, report = load_pairs(cfg, tokenizer)
-    if len(pairs) < world:
-        raise UserError(f"{cfg.data}: only {len(pairs)} usable pairs for {world} processes ({report.summary()})")
-    data_hash = pairs_hash(pairs)
-
-    # Reference log-probs (cached): on a miss every process scores its share, rank 0 writes the entry.
-    ref = cache_file = None
-    ref_model = cfg.ref_model or cfg.model
-    if preference:
-        ref, cache_file = reference_pass(cfg, pairs=pairs, precision=prec, progress=cfg.progress and main)
-
-    # Policy, optimizer, schedule
-    policy, engine, batcher = _policy(cfg, resume_from or cfg.model, prec)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if cfg.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(epoch_batches(pairs, cfg, 0, world))
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs  # max_steps overrides epochs (as HF)
-    scheduler = make_scheduler(optimizer, cfg, total_steps)
-
-    step, pairs_seen, elapsed0 = 0, 0, 0.0
-    if resume_from is not None:
-        st = json.loads((resume_from / STATE_DIR / STATE_FILE).read_text())
-        if st["data_hash"] != data_hash:
-            raise ValueError(f"{resume_from}: was trained on different data (data hash differs); cannot resume")
-        load_trainer_state(policy, optimizer, scheduler, resume_from)
-        step, pairs_seen, elapsed0 = st["step"], st["pairs_seen"], st["elapsed_s"]
-        log.info("resuming from %s at step %d", resume_from, step)
-
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / TRAIN_LOG
-    if main:
-        dump_yaml(cfg, out / TRAIN_CONFIG)
-        if log_path.exists():  # drop lines a killed run wrote after its last checkpoint
-            keep = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-            log_path.write_text("".join(l + "\n" for l in keep))
-    run_info = {
-        "objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if sr else None, "reduce": cfg.reduce,
-        "model": cfg.model, "ref_model": ref_model if preference else None,
-        "data": cfg.data, "data_hash": data_hash, "train_pairs": len(pairs), "dropped_pairs": len(report.dropped),
-        "dropped": [[str(i), r] for i, r in report.dropped], "truncation": {
-            "prompt_truncated": report.prompt_truncated, "completion_truncated": report.completion_truncated},
-        "quality_prompt_placement": cfg.prompt_placement, "ref_cache": str(cache_file) if cache_file else None,
-        "total_steps": total_steps, "steps": step, "wall_time_s": elapsed0, "device": str(prec.device),
-        "num_processes": world, "dtype": str(prec.weights).replace("torch.", ""), "mixed_precision": mp,
-        **param_counts(policy.model), "packing": batcher.packing, "finished": False,
-    }
-
-    def info(s: int) -> dict:
-        return {"objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if sr else None, "step": s,
-                "pairs_seen": pairs_seen, "reduce": cfg.reduce, "base_model": cfg.model,
-                "ref_model": run_info["ref_model"], "data_hash": data_hash, "data": cfg.data}
-
-    if main:
-        _write_json(out / RUN_INFO, run_info)
-
-    device = prec.device
-    micro = cfg.micro_batch_size or math.ceil(cfg.batch_size / world)
-    t_start = time.time() - elapsed0
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.objective}", disable=not (cfg.progress and main),
-               unit="step")
-    verified = not cfg.verify_logps
-    last_ckpt = resume_from
-    epoch, batch_idx = divmod(step, steps_per_epoch)
-    fp = log_path.open("a") if main else None
+    run = _setup(cfg)
+    main = D.rank() == 0
+    bar = tqdm(total=run.total_steps, initial=run.step, desc=f"train {cfg.objective}",
+               disable=not (cfg.progress and main), unit="step")
+    fp = (out / TRAIN_LOG).open("a") if main else None
+    fallbacks = 0
     try:
-        while step < total_steps:
-            batches = epoch_batches(pairs, cfg, epoch, world)
-            if batch_idx >= len(batches):
-                epoch, batch_idx = epoch + 1, 0
+        while run.step < run.total_steps:
+            idx = _next_batch(run)
+            if idx is None:
                 continue
-            idx = batches[batch_idx]
-            t0 = time.time()
-            mine = sorted(idx[rank::world], key=lambda i: -pairs[i].length)
-            chunks = micro_batches(pairs, mine, max_pairs=micro, max_tokens=cfg.max_tokens_per_micro_batch,
-                                   packing=batcher.packing)
-            sft_tokens = sum(len(pairs[i].chosen_ids) for i in idx)
-            stats: dict[str, list[float]] = {}
-            loss_sum = torch.zeros((), device=device)
-            tokens = torch.zeros(len(TOKEN_FIELDS), dtype=torch.long, device=device)
-            for ci, chunk in enumerate(chunks):
-                cp = [pairs[i] for i in chunk]
-                if not verified:  # every process, FSDP included (its collectives need all of them)
-                    plain = batcher.padded(cp)
-                    with amp():
-                        diff = verify_against_full_logits(policy, plain["input_ids"], plain["attention_mask"],
-                                                          plain["loss_mask"])
-                        # packed = padded, else packing off; on the step's pairs, the same on every process
-                        batcher.verify(policy, [pairs[i] for i in idx])
-                    log.info("chunked log-probs verified against full logits (max diff %.2e)", diff)
-                    verified = True
-                tokens += torch.tensor(_token_counts(cp, sr, batcher.packing), device=device)
-                r = None
-                if preference:
-                    r = ref.select(chunk)
-                    r = PairLogps(*(None if t is None else t.to(device, torch.float32) for t in (
-                        r.chosen, r.rejected, r.refine_chosen, r.refine_rejected, r.n_chosen, r.n_rejected)))
-                with D.grad_sync(engine, ci == len(chunks) - 1):
-                    loss, part, st = _micro_batch(cfg, engine, policy, batcher, cp, r, len(idx), sft_tokens, world,
-                                                  amp)
-                    loss.backward()
-                loss_sum = loss_sum + part
-                _add(stats, st)
-            total_loss = D.all_sum(loss_sum).item()
-            if not math.isfinite(total_loss):
-                msg = (f"step {step + 1}: loss is {total_loss}; stopping before the optimizer step. "
-                       f"Last good checkpoint: {last_ckpt or 'none (no checkpoint saved yet)'}")
-                run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=False, error=msg)
-                if main:
-                    _write_json(out / RUN_INFO, run_info)
-                raise TrainingDiverged(msg)
-            grad_norm = D.clip_grad_norm(params, cfg.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, batch_idx, pairs_seen = step + 1, batch_idx + 1, pairs_seen + len(idx)
-            allstats: dict[str, list[float]] = {}
-            for s in D.all_gather(stats):
-                for k, v in s.items():
-                    allstats.setdefault(k, []).extend(v)
-            row = {"step": step, "pairs_seen": pairs_seen, "loss": total_loss, "lr": lr, "grad_norm": grad_norm}
-            row.update(_summarise(allstats, sr))
-            row.update(zip(TOKEN_FIELDS, D.all_sum(tokens).tolist()))
-            row["step_time_s"] = time.time() - t0
-            row["elapsed_s"] = time.time() - t_start
+            row = _step(run, idx)
             if fp is not None:
                 fp.write(json.dumps(row) + "\n")
                 fp.flush()
             bar.update(1)
-            bar.set_postfix(loss=f"{total_loss:.4f}", acc=f"{row.get('accuracy', float('nan')):.2f}")
-            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                state = {"step": step, "pairs_seen": pairs_seen, "epoch": epoch, "batch_in_epoch": batch_idx,
-                         "elapsed_s": time.time() - t_start, "data_hash": data_hash, "seed": cfg.seed}
-                ck = out / f"checkpoint-{step}"
-                save_checkpoint(policy, optimizer, scheduler, tokenizer, ck, info(step), state)
-                last_ckpt = ck
+            bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row.get('accuracy', float('nan')):.2f}")
+            if row["fallbacks"] != fallbacks:  # what packing runs changed: run_info.json says so at once
+                fallbacks = row["fallbacks"]
+                _record_attention(run)
+            if cfg.save_every and run.step % cfg.save_every == 0 and run.step < run.total_steps:
+                _save(run, out / f"checkpoint-{run.step}", with_state=True)
     finally:
         bar.close()
         if fp is not None:
             fp.close()
-    final = out / FINAL_DIR
-    save_checkpoint(policy, optimizer, scheduler, tokenizer, final, info(step), None)
-    run_info.update(steps=step, wall_time_s=time.time() - t_start, finished=True, packing=batcher.packing)
-    if main:
-        _write_json(out / RUN_INFO, run_info)
-    return final
+    _save(run, out / FINAL_DIR, with_state=False)
+    run.info.update(steps=run.step, wall_time_s=time.time() - run.t_start, finished=True)
+    _record_attention(run)
+    return out / FINAL_DIR
 
 
 def _add(stats: dict, values: dict) -> None:
