@@ -74,11 +74,19 @@ class GenerationConfig:
 _NOT_IN_KEY = ("device", "trust_remote_code")
 
 
+def resolved_dtype(cfg: GenerationConfig) -> str:
+    """The dtype answers are generated in ("auto" resolved on this machine: bfloat16 on a bf16 GPU, else
+    float32): part of the key, so answers of a CPU and of a GPU never share a file."""
+    from trainer.modeling import resolve_dtype
+
+    return str(resolve_dtype(cfg.dtype, cfg.device)).removeprefix("torch.")
+
+
 def answers_key(checkpoint_sha256: str, cfg: GenerationConfig) -> dict:
-    """What an answer depends on: the checkpoint's content and the generation settings. Stored in every
-    record (field ``srdpo``), so answers made another way are never mixed into a file."""
+    """What an answer depends on: the checkpoint's content and the generation settings, the dtype resolved.
+    Stored in every record (field ``srdpo``), so answers made another way are never mixed into a file."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_KEY}
-    return {"checkpoint_sha256": checkpoint_sha256, **settings}
+    return {"checkpoint_sha256": checkpoint_sha256, **settings, "dtype": resolved_dtype(cfg)}
 
 
 def _check_key(path: Path, records: dict[int, dict], key: dict) -> None:

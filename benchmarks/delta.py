@@ -107,7 +107,7 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
 
     from trainer.data import DataConfig, tokenize_pairs
     from trainer.losses import margin, refinement
-    from trainer.modeling import load_causal_lm, load_tokenizer, resolve_precision
+    from trainer.modeling import load_causal_lm, load_tokenizer
     from trainer.scoring import pair_logps
 
     cfg = cfg or DeltaConfig()
@@ -118,11 +118,15 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{source}: pair id {dup!r} occurs more than once; ids key the table")
+    from trainer.modeling import resolve_precision
+
+    prec = resolve_precision(cfg.device, cfg.dtype, "auto")
     existing = read_existing(output)
     done: set[str] = set()
     if existing is not None:
-        for col, want in (("model_id", model_id), ("beta", cfg.beta), ("reduce", cfg.reduce)):
-            other = set(existing[col].dropna().unique()) - {want}
+        for col, want in (("model_id", model_id), ("beta", cfg.beta), ("reduce", cfg.reduce),
+                          ("precision", prec.key)):
+            other = set(existing[col].dropna().unique()) - {want} if col in existing else set()
             if other:
                 raise UserError(f"{output}: holds rows with {col} {sorted(map(str, other))[0]!r}, not "
                                 f"{want!r}; write to another --output")
@@ -139,7 +143,6 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
                  for r in todo_records}
         ratings = {i: (_rating(by_id[i], cfg.rating_fields[0], where[i]), _rating(by_id[i], cfg.rating_fields[1], where[i]))
                    for i in by_id}
-        prec = resolve_precision(cfg.device, cfg.dtype, "auto")
         pad = tokenizer.pad_token_id
         kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
                   autocast_dtype=prec.autocast, packing=cfg.packing)
@@ -173,7 +176,8 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
                 "logp_p_chosen": lp.refine_chosen.numpy(), "logp_p_rejected": lp.refine_rejected.numpy(),
                 "ref_logp_p_chosen": lr.refine_chosen.numpy(), "ref_logp_p_rejected": lr.refine_rejected.numpy(),
                 "beta": cfg.beta, "reduce": cfg.reduce, "prompt_truncated": [p.prompt_truncated for p in chunk],
-                "completion_truncated": [p.completion_truncated for p in chunk]}, columns=list(COLUMNS))
+                "completion_truncated": [p.completion_truncated for p in chunk], "precision": prec.key},
+                columns=list(COLUMNS))
             _append(output, rows)
             bar.update(len(chunk))
         bar.close()

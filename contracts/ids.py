@@ -73,10 +73,16 @@ def model_id_for_checkpoint(path: str | Path) -> str:
     return p.name
 
 
-def judge_id(backend: str, model: str | Path) -> str:
-    """The judge's name in judgment files: the API model name, or ``local-<model id>`` for a local judge."""
+PRECISION_SUFFIX = {"bfloat16": "bf16", "float16": "fp16"}  # a local judge run in another dtype than float32
+
+
+def judge_id(backend: str, model: str | Path, precision: str | None = None) -> str:
+    """The judge's name in judgment files: the API model name, or ``local-<model id>`` for a local judge,
+    with ``-bf16`` / ``-fp16`` when it runs in that ``precision`` (its probabilities differ from float32's,
+    so a GPU's and a CPU's judgments never share a file or a table)."""
     if backend == "local":
-        return f"local-{safe_name(model_id_for_checkpoint(model))}"
+        suffix = PRECISION_SUFFIX.get(precision or "float32", "")
+        return f"local-{safe_name(model_id_for_checkpoint(model))}" + (f"-{suffix}" if suffix else "")
     return str(model)
 
 

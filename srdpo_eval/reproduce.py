@@ -73,13 +73,19 @@ def resolve_inputs(cfg: ReproduceConfig, rd: RunDir, *, dry_run: bool = False) -
         delta_pairs = delta_pairs or held_out
     model = str(rd.train("sft") / ids.FINAL_DIR) if cfg.sft.enabled else base
     kind = judge_backend_kind(cfg)
-    judge_model = cfg.judge.model if kind == "openai" else ids.judge_id("local", cfg.judge.local_model or base)
+    judge_model = cfg.judge.model if kind == "openai" else _local_judge_name(cfg.judge.local_model or base)
     ref = cfg.ref_model or model
     if cfg.ref_model and not dry_run:
         from trainer.modeling import local_checkpoint
 
         ref = str(local_checkpoint(cfg.ref_model))
     return Context(cfg, rd, model, base, data, delta_pairs, kind, judge_model, ref)
+
+
+def _local_judge_name(model: str) -> str:
+    from benchmarks.judge.config import JudgeConfig, judge_name
+
+    return judge_name(JudgeConfig(backend="local", model=model))
 
 
 def check_inputs(cfg: ReproduceConfig) -> None:

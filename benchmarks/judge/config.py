@@ -38,17 +38,21 @@ def judge_name(cfg: JudgeConfig) -> str:
     """The judge's id in judgment files (contracts.ids), known without building the backend."""
     from contracts.ids import judge_id
 
-    model = local_judge_path(cfg.model) if cfg.backend == "local" else cfg.model
-    return judge_id(cfg.backend, model)
+    if cfg.backend != "local":
+        return judge_id(cfg.backend, cfg.model)
+    from benchmarks.judge.local import local_precision
+
+    return judge_id("local", local_judge_path(cfg.model), local_precision())
 
 
 def reply_version(cfg: JudgeConfig) -> str | None:
-    """The version of a local judge's replies (part of its cache keys); None for an OpenAI judge."""
+    """The version of a local judge's replies (part of its cache keys, with its dtype); None for an
+    OpenAI judge."""
     if cfg.backend != "local":
         return None
-    from benchmarks.judge.local import REPLY_VERSION
+    from benchmarks.judge import local
 
-    return REPLY_VERSION
+    return local.reply_version(local.local_precision())
 
 
 def make_backend(cfg: JudgeConfig):

@@ -108,6 +108,19 @@ def detect_kind(messages: list[dict[str, str]]) -> str:
     return min(found, key=found.get)
 
 
+def local_precision(dtype: str = "auto", device=None) -> str:
+    """The dtype a local judge runs in ("auto": bfloat16 on a bf16 GPU, else float32)."""
+    from trainer.modeling import resolve_dtype
+
+    return str(resolve_dtype(dtype, device)).removeprefix("torch.")
+
+
+def reply_version(precision: str) -> str:
+    """The version of a local judge's replies in ``precision``: part of the reply cache's keys, so replies of
+    another dtype (another machine) are never reused."""
+    return REPLY_VERSION if precision == "float32" else f"{REPLY_VERSION}+{precision}"
+
+
 class LocalJudge:
     """A ``ChatBackend`` scoring with a local causal LM (see the module docstring).
 
@@ -126,14 +139,16 @@ class LocalJudge:
         from contracts.ids import judge_id
 
         self.model_path = Path(model_path)
-        self.model = name or judge_id("local", self.model_path)
-        self._lm, self._tok = load_causal_lm(model_path, dtype=dtype, device=device)
+        self.precision = local_precision(dtype, device)
+        self.model = name or judge_id("local", self.model_path, self.precision)
+        self._lm, self._tok = load_causal_lm(model_path, dtype=self.precision, device=device)
         if not self._tok.chat_template:
             raise UserError(f"{model_path}: the local judge needs a tokenizer with a chat template")
         limits = [getattr(self._lm.config, "max_position_embeddings", None), max_length]
         self.max_length = min(n for n in limits if n) if any(limits) else 2048
         self._cands = {kind: self._candidate_ids(kind) for kind in PREFIX}
-        self.reply_version = REPLY_VERSION  # the judge stage calibrates replies of this version
+        # the judge stage calibrates replies of this version; the dtype is part of it (and of the cache keys)
+        self.reply_version = reply_version(self.precision)
         self.tie_band = tie_band  # pairwise: an extra tie band on P(model_1 better) (calibration.verdict)
         self._lock = threading.Lock()
         self.truncations = 0
