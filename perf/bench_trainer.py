@@ -2,8 +2,10 @@
 
 Data: pairs whose prompt and completion lengths are drawn from a fixed, seeded long-tailed distribution
 (log-normal; prompts 16–400 tokens, completions 8–400 with EOS, roughly HH-RLHF / UltraFeedback), as
-plain text of exactly that many SmolLM2 tokens (single-token words), so that both sides tokenize it to
-the same ids (checked, pair by pair) and nothing is truncated. The same random Llama-style model, data,
+plain text of exactly that many tokens, so that both sides tokenize it to the same ids (checked, pair
+by pair) and nothing is truncated. The tokenizer is written here (a word-level vocabulary of SmolLM2's
+size, 49,152: every word one token), so the benchmark needs no download and no package beyond
+transformers and tokenizers; TRL's side runs where trl is installed. The same random Llama-style model, data,
 global batch and step order on every side (TRL reads the pairs in our order, one micro-batch per
 step); reference log-probs precomputed on both (our cache, warmed in its own process first; TRL's
 precompute_ref_log_probs); activation checkpointing off on both.
@@ -24,6 +26,7 @@ tokens), the no-grad p ⊕ x forward for Sr-DPO (a third of that), over the GPU'
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -37,10 +40,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {  # randomly initialised Llama-style models; the vocabulary is SmolLM2's (49,152)
-    "cpu": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024),
-    "cpu-deep": dict(hidden_size=384, num_hidden_layers=24, num_attention_heads=6, intermediate_size=1024),
-    "0.5b": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+SIZES = {  # randomly initialised Llama-style models; the vocabulary of all but "tiny" is SmolLM2's size
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, vocab=4096),
+    "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1536, vocab=49152),
+    "cpu": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024, vocab=49152),
+    "cpu-deep": dict(hidden_size=384, num_hidden_layers=24, num_attention_heads=6, intermediate_size=1024,
+                     vocab=49152),
+    "0.5b": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                 vocab=49152),
 }
 VARIANTS = {  # name: (side, objective, packing)
     "trl": ("trl", "dpo", None),  # TRL's DPOTrainer
@@ -63,35 +70,46 @@ def draw_lengths(n: int, seed: int = 0) -> list[tuple[int, int, int]]:
              clip(rng.lognormvariate(math.log(110), 0.9), 8, 400)) for _ in range(n)]
 
 
-def single_token_words(tok) -> list[str]:
-    words = ("the of and to in is was for on are with as his they be at one have this from or had by word but what "
-             "some we can out other were all there when up use your how said an each she which do their time if will "
-             "way about many then them write would like so these her long make thing see him two has look more day "
-             "could go come did number sound no most people my over know water than call first who may down side "
-             "been now find").split()
-    return [w for w in words if len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+WORDS = ("the of and to in is was for on are with as his they be at one have this from or had by word but what "
+         "some we can out other were all there when up use your how said an each she which do their time if will "
+         "way about many then them write would like so these her long make thing see him two has look more day "
+         "could go come did number sound no most people my over know water than call first who may down side "
+         "been now find").split()
 
 
-def build(work: Path, size: str, n_pairs: int) -> tuple[Path, Path]:
-    """A random Llama-style model with the SmolLM2 tokenizer, and ``n_pairs`` pairs of drawn lengths."""
+def word_tokenizer(vocab_size: int):
+    """A word-level tokenizer of ``vocab_size`` tokens (WORDS, then fillers): text of k words is k tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    words = list(WORDS) + [f"w{i}" for i in range(vocab_size - len(specials) - len(WORDS))]
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(specials + words)}, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   pad_token="<pad>", unk_token="<|endoftext|>")
+
+
+def build(work: Path, size: str, n_pairs: int, *, lengths: tuple[int, int, int] | None = None) -> tuple[Path, Path]:
+    """A random Llama-style model of ``size`` with a word-level tokenizer, and ``n_pairs`` pairs of drawn
+    lengths (or all of ``lengths``: prompt, chosen, rejected tokens)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from trainer.default_model import default_model_checkpoint
-    from trainer.modeling import load_tokenizer
-
-    tok = load_tokenizer(default_model_checkpoint())
-    cfg = LlamaConfig(vocab_size=len(tok), num_key_value_heads=SIZES[size]["num_attention_heads"],
+    spec = dict(SIZES[size])
+    tok = word_tokenizer(spec.pop("vocab"))
+    cfg = LlamaConfig(vocab_size=len(tok), num_key_value_heads=spec["num_attention_heads"],
                       max_position_embeddings=2 * MAX_LENGTH, tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **SIZES[size])
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **spec)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(work / "model", safe_serialization=True)
     tok.save_pretrained(work / "model")
-    words, rng = single_token_words(tok), random.Random(1)
-    text = lambda k: "".join(" " + rng.choice(words) for _ in range(k))
+    rng = random.Random(1)
+    text = lambda k: "".join(" " + rng.choice(WORDS) for _ in range(k))  # noqa: E731
     data = work / "pairs.jsonl"
+    drawn = [lengths] * n_pairs if lengths else draw_lengths(n_pairs)
     with data.open("w") as f:
-        for i, (p, c, r) in enumerate(draw_lengths(n_pairs)):  # completions: k − 1 words + EOS
+        for i, (p, c, r) in enumerate(drawn):  # completions: k − 1 words + EOS
             f.write(json.dumps({"id": i, "prompt": text(p), "chosen": text(c - 1), "rejected": text(r - 1)}) + "\n")
     return work / "model", data
 
@@ -152,7 +170,8 @@ def worker_ours(args) -> dict:
     info = json.loads((Path(args.out) / "run_info.json").read_text())
     assert info["packing"] == (args.packing == "true"), f"asked packing={args.packing}, ran {info['packing']}"
     pairs, steps = step_pairs(args)
-    return {"times": [r["step_time_s"] for r in log], "peak": peak,
+    return {"times": [r["step_time_s"] for r in log], "peak": peak, "attention": info["attention"],
+            "fallbacks": info["packing_fallbacks"],
             "scored": sum(len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for s in steps for i in s)}
 
 
@@ -238,6 +257,13 @@ def model_flops(pairs, steps, size: str, vocab: int, sr: bool) -> float:
     return total
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # an import blocked on purpose (tests/bare) or a broken parent package
+        return False
+
+
 def gpu_peak_tflops(name: str, given: float | None) -> float | None:
     if given:
         return given
@@ -270,6 +296,9 @@ def main() -> None:
     size = args.size or ("0.5b" if cuda else "cpu")
     names = [v.strip() for v in args.variants.split(",")]
     assert all(v in VARIANTS for v in names), f"unknown variant in {names}"
+    if "trl" in names and not _installed("trl"):
+        print("skipped: TRL's DPOTrainer (trl is not installed here); ours only", file=sys.stderr)
+        names.remove("trl")
     assert args.runs >= 1 and args.steps >= 2
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-trainer-"))
     args.model, args.data = map(str, build(work, size, args.pairs * args.steps))
@@ -317,7 +346,8 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
         times = [t for r in runs[v] for t in r["times"][1:]]
         per_run = [sum(r["times"][1:]) for r in runs[v]]
         res[v] = {"step_s": statistics.median(times), "tokens_per_s": pair_tokens / statistics.median(per_run),
-                  "peak_gib": max(r["peak"] for r in runs[v]) / 2**30, "runs": [r["times"] for r in runs[v]]}
+                  "peak_gib": max(r["peak"] for r in runs[v]) / 2**30, "runs": [r["times"] for r in runs[v]],
+                  "attention": runs[v][0].get("attention", "trl"), "fallbacks": runs[v][0].get("fallbacks", {})}
         if peak_tf:
             flops = model_flops(pairs, steps, size, vocab, VARIANTS[v][1] == "sr-dpo")
             res[v]["mfu"] = flops / statistics.median(per_run) / (peak_tf * 1e12)
@@ -331,11 +361,12 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
           f"{max(max(l[1:]) for l in lens)} (median {statistics.median([x for l in lens for x in l[1:]]):.0f}); "
           f"per measured step {pair_tokens / (args.steps - 1):.0f} pair tokens, positions computed: padded "
           f"{padded / (args.steps - 1):.0f}, packed {packed / (args.steps - 1):.0f}; both sides scored the same {next(iter(scored[names[0]]))} completion tokens")
-    print(f"\n| variant | step time (s) | pair tokens/s | {mem} (GiB) |" + (" MFU |" if peak_tf else ""))
-    print("|---|---:|---:|---:|" + ("---:|" if peak_tf else ""))
+    print(f"\n| variant | attention | step time (s) | pair tokens/s | {mem} (GiB) |" + (" MFU |" if peak_tf else ""))
+    print("|---|---|---:|---:|---:|" + ("---:|" if peak_tf else ""))
     for v in names:
         r = res[v]
-        print(f"| {v} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |"
+        fell = f" (fall-backs: {sum(r['fallbacks'].values())})" if r["fallbacks"] else ""
+        print(f"| {v} | {r['attention']}{fell} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |"
               + (f" {r['mfu']:.1%} |" if peak_tf else ""))
     ratios = {}
     targets = {  # (numerator, denominator, what, target)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("openai")  # not on a bare GPU machine: skipped there, never a collection error
+
 from benchmarks.fastchat_data import load_judge_prompts, load_questions
 from benchmarks.judge import prompts as P
 from benchmarks.judge.openai_backend import OpenAIBackend
