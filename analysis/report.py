@@ -11,6 +11,7 @@ from analysis import paper_numbers
 from analysis.inputs import Inputs, load_inputs
 from analysis.section import Section
 from contracts.errors import UserError
+from contracts.files import write_json, write_text, written
 
 
 @dataclass
@@ -52,8 +53,7 @@ def _forget_old_outputs(run, made_now: set[Path]) -> None:
             p = run.root / rel
             if p not in made_now and p.is_file():
                 p.unlink()
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(sorted(str(p.relative_to(run.root)) for p in made_now), indent=1) + "\n")
+    write_json(record, sorted(str(p.relative_to(run.root)) for p in made_now), indent=1)
 
 
 def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_dir=None) -> Report:
@@ -67,16 +67,16 @@ def build_report(root: str | Path, *, n_boot: int = 2000, seed: int = 0, data_di
                         "tables); give a run directory that a stage has written to")
     sections = make_sections(inputs, n_boot=n_boot, seed=seed, data_dir=data_dir)
     rep = Report(inputs=inputs, sections=sections, notes=list(inputs.notes))
-    run.tables.mkdir(parents=True, exist_ok=True)
     for sec in sections:
         for name, table in sec.tables.items():
             path = run.tables / f"{name}.csv"
-            table.to_csv(path, index=False)
+            with written(path) as tmp:
+                table.to_csv(tmp, index=False)
             rep.tables[name] = path
         for name, fig in sec.figures.items():
             rep.figures[name] = save_figure(fig, run.figures, name)
     _forget_old_outputs(run, {*rep.tables.values(), *(p for ps in rep.figures.values() for p in ps)})
-    run.report.write_text(render_markdown(rep))
+    write_text(run.report, render_markdown(rep))
     return rep
 
 

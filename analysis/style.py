@@ -71,10 +71,12 @@ def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     """Write ``name``.png and ``name``.pdf under ``out_dir``; return both paths."""
     import matplotlib
 
+    from contracts.files import written
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     with matplotlib.rc_context(RC):
         for p in paths:
-            fig.savefig(p, dpi=DPI)
+            with written(p) as tmp:
+                fig.savefig(tmp, dpi=DPI, format=p.suffix[1:])
     return paths

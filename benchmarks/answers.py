@@ -171,12 +171,10 @@ def _batches(items: list, lengths: list[int], temps: list[float], batch_size: in
 
 def _reorganize(path: Path) -> None:
     """Sort by question_id and keep one record per question (FastChat's reorg_answer_file), atomically."""
+    from contracts.files import write_text
+
     recs = load_answers(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for qid in sorted(recs):
-            f.write(json.dumps(recs[qid], ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(recs[qid], ensure_ascii=False) + "\n" for qid in sorted(recs)))
 
 
 def generate_answers(checkpoint: str | Path, questions: list[Question], out_path: str | Path, *,
@@ -188,61 +186,69 @@ def generate_answers(checkpoint: str | Path, questions: list[Question], out_path
     settings (:func:`answers_key`); otherwise this refuses, naming the difference, and changes nothing.
     ``generator`` (optional) is an already loaded generator (see ``benchmarks.generation``) to reuse
     across benchmarks; by default the checkpoint is loaded with ``cfg.backend``. ``hash_cache``: where to
-    remember checkpoint file hashes (contracts.hashing).
+    remember checkpoint file hashes (contracts.hashing). One process writes a file at a time: a second
+    one refuses, naming the first (contracts.files.Lock).
     """
-    from tqdm.auto import tqdm
-
+    from contracts.files import Lock
     from contracts.hashing import checkpoint_hash
-    from contracts.jsonl import JsonlAppender
+    from trainer.modeling import local_checkpoint
 
     cfg = cfg or GenerationConfig()
     cfg.check()
     out_path = Path(out_path)
-    partial_path = out_path.with_name(out_path.name + ".partial")
-    by_id = {q.question_id: q for q in questions}
     source = checkpoint if checkpoint is not None else getattr(generator, "checkpoint", None)
     if source is None:
         raise ValueError("generate_answers: give the checkpoint (or a generator that knows its checkpoint)")
-    from trainer.modeling import local_checkpoint
-
     key = answers_key(checkpoint_hash(local_checkpoint(source), hash_cache), cfg)
-
-    existing = load_answers(out_path, repair_tail=True) if out_path.is_file() else {}
-    _check_key(out_path, existing, key)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    finished = {qid for qid, rec in existing.items()
-                if qid in by_id and len(rec["choices"][0]["turns"]) >= len(by_id[qid].turns)}
-    todo = [q for q in questions if q.question_id not in finished]
-    if not todo:
+    with Lock(out_path, what=f"answer file {out_path}"):
+        existing = load_answers(out_path, repair_tail=True) if out_path.is_file() else {}
+        _check_key(out_path, existing, key)
+        by_id = {q.question_id: q for q in questions}
+        todo = [q for q in questions if q.question_id not in existing
+                or len(existing[q.question_id]["choices"][0]["turns"]) < len(q.turns)]
+        partial_path = out_path.with_name(out_path.name + ".partial")
+        if todo:
+            answered = _read_partial(partial_path, by_id, key)
+            log.info("%s: %d of %d questions to answer", out_path, len(todo), len(questions))
+            gen = generator if generator is not None else load_generator(checkpoint, cfg)
+            _answer(gen, todo, answered, out_path, partial_path, model_id=model_id, key=key, cfg=cfg,
+                    progress=progress)
+            _reorganize(out_path)
         partial_path.unlink(missing_ok=True)
-        return out_path
-    answered = _read_partial(partial_path, by_id, key)
-    remaining = sum(len(q.turns) - len(answered.get(q.question_id, [])) for q in todo)
-    log.info("%s: %d of %d questions to answer (%d turns)", out_path, len(todo), len(questions), remaining)
+    return out_path
 
-    gen = generator if generator is not None else load_generator(checkpoint, cfg)
-    bar = tqdm(total=remaining, desc=f"answers {model_id}", unit="turn", disable=not progress)
-    with JsonlAppender(out_path) as out, JsonlAppender(partial_path) as side:
+
+def _prompt(gen, q: Question, turn: int, prior: list[str]) -> str:
+    """The conversation up to ``turn`` (earlier turns with the model's own answers), rendered."""
+    messages = []
+    for t in range(turn + 1):
+        messages.append({"role": "user", "content": q.turns[t]})
+        if t < turn:
+            messages.append({"role": "assistant", "content": prior[t]})
+    return gen.render(messages)
+
+
+def _answer(gen, todo: list[Question], answered: dict[int, list[str]], out_path: Path, partial_path: Path, *,
+            model_id: str, key: dict, cfg: GenerationConfig, progress: bool) -> None:
+    """Turn by turn, every question of ``todo`` in batches; a question's record is appended once its last
+    turn is answered, earlier turns go to the side file (an interrupted run loses nothing)."""
+    from tqdm.auto import tqdm
+
+    from contracts.files import Appender
+
+    remaining = sum(len(q.turns) - len(answered.get(q.question_id, [])) for q in todo)
+    with (tqdm(total=remaining, desc=f"answers {model_id}", unit="turn", disable=not progress) as bar,
+          Appender(out_path) as out, Appender(partial_path) as side):
         for turn in range(max(len(q.turns) for q in todo)):
             due = [q for q in todo if len(q.turns) > turn and len(answered.get(q.question_id, [])) == turn]
-            if not due:
-                continue
-            prompts = []
-            for q in due:
-                prior = answered.get(q.question_id, [])
-                messages = []
-                for t in range(turn + 1):
-                    messages.append({"role": "user", "content": q.turns[t]})
-                    if t < turn:
-                        messages.append({"role": "assistant", "content": prior[t]})
-                prompts.append(gen.render(messages))
+            prompts = [_prompt(gen, q, turn, answered.get(q.question_id, [])) for q in due]
             lengths = [gen.prompt_length(p) for p in prompts]
             temps = [temperature_for(q.category) for q in due]
             for idx in _batches(due, lengths, temps, cfg.batch_size):
-                # a per-batch seed: reproducible for a given question set and batch size
-                seed = zlib.crc32(f"{cfg.seed}:{turn}:{due[idx[0]].question_id}".encode())
+                # a seed per question and turn: its answer is the same whatever batch it lands in
+                seeds = [zlib.crc32(f"{cfg.seed}:{turn}:{due[i].question_id}".encode()) for i in idx]
                 texts = gen.generate([prompts[i] for i in idx], temperature=temps[idx[0]],
-                                     max_new_tokens=cfg.max_new_tokens, seed=seed)
+                                     max_new_tokens=cfg.max_new_tokens, seed=seeds)
                 if len(texts) != len(idx):
                     raise RuntimeError(f"generator returned {len(texts)} answers for {len(idx)} prompts")
                 for i, text in zip(idx, texts):
@@ -253,7 +259,3 @@ def generate_answers(checkpoint: str | Path, questions: list[Question], out_path
                     else:
                         side.write({"question_id": q.question_id, "turn": turn, "text": text, "srdpo": key})
                 bar.update(len(idx))
-    bar.close()
-    _reorganize(out_path)
-    partial_path.unlink(missing_ok=True)
-    return out_path

@@ -18,7 +18,6 @@ The table is appended chunk by chunk (flushed, fsynced); a rerun computes only t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -84,11 +83,12 @@ def read_existing(path: Path) -> pd.DataFrame | None:
 
 
 def _append(path: Path, df: pd.DataFrame) -> None:
+    """Rows appended as whole lines (the header first into an empty file); a full disk cuts nothing."""
+    from contracts.files import Appender
+
     new = not path.is_file() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        df.to_csv(f, header=new, index=False)
-        f.flush()
-        os.fsync(f.fileno())
+    with Appender(path) as out:
+        out.write_text(df.to_csv(header=new, index=False))
 
 
 def delta_for_records(policy: str | Path, reference: str | Path, records: list[dict], output: str | Path, *,
@@ -98,98 +98,115 @@ def delta_for_records(policy: str | Path, reference: str | Path, records: list[d
 
     ``records`` are preference records as trainer.data.load_preference_data returns them (with ``id``);
     ``reference`` is required (Δπ and m(x) are log-ratios against it).
-    Rows already in ``output`` (same model_id and β) are kept and not recomputed. ``ref_cache_dir``: the
-    reference's log-probs come from (or go to) the trainer's reference cache there, so several policies
-    scored against one reference on the same pairs compute them once.
+    Rows already in ``output`` (same model_id, β, reduce and precision) are kept and not recomputed.
+    ``ref_cache_dir``: the reference's log-probs come from (or go to) the trainer's reference cache there,
+    so several policies scored against one reference on the same pairs compute them once. One process
+    writes a table at a time (contracts.files.Lock).
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from trainer.data import DataConfig, tokenize_pairs
-    from trainer.losses import margin, refinement
-    from trainer.modeling import load_causal_lm, load_tokenizer
-    from trainer.scoring import pair_logps
+    from contracts.files import Lock
+    from trainer.data import DataConfig
+    from trainer.modeling import resolve_precision
 
     cfg = cfg or DeltaConfig()
     cfg = replace(cfg, beta=cfg.beta if cfg.beta is not None else 0.1, reduce=cfg.reduce or "sum")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     ids = [str(r["id"]) for r in records]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{source}: pair id {dup!r} occurs more than once; ids key the table")
-    from trainer.modeling import resolve_precision
-
     prec = resolve_precision(cfg.device, cfg.dtype, "auto")
-    existing = read_existing(output)
-    done: set[str] = set()
-    if existing is not None:
-        for col, want in (("model_id", model_id), ("beta", cfg.beta), ("reduce", cfg.reduce),
-                          ("precision", prec.key)):
-            other = set(existing[col].dropna().unique()) - {want} if col in existing else set()
-            if other:
-                raise UserError(f"{output}: holds rows with {col} {sorted(map(str, other))[0]!r}, not "
-                                f"{want!r}; write to another --output")
-        done = set(existing["id"])
-    todo_records = [r for r in records if str(r["id"]) not in done]
-    if todo_records:
-        tokenizer = load_tokenizer(policy)
-        pairs, report = tokenize_pairs(todo_records, tokenizer, data_cfg or DataConfig(), source=source)
-        if report.dropped:
-            print(f"{source}: {report.summary()}; dropped: "
-                  + ", ".join(f"{i} ({why})" for i, why in report.dropped[:5]))
-        by_id = {str(r["id"]): r for r in todo_records}
-        where = {str(r["id"]): f"{source}:" + (f"{r['_line']}" if "_line" in r else f" id {r['id']}")
-                 for r in todo_records}
-        ratings = {i: (_rating(by_id[i], cfg.rating_fields[0], where[i]), _rating(by_id[i], cfg.rating_fields[1], where[i]))
-                   for i in by_id}
-        pad = tokenizer.pad_token_id
-        kw = dict(pad_id=pad, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True, progress=False,
-                  autocast_dtype=prec.autocast, packing=cfg.packing)
-        cached = ref = None
-        if ref_cache_dir is not None:
-            from trainer.refcache import reference_logps
-
-            cached, _ = reference_logps(reference, pairs, data_cfg or DataConfig(), precision=prec, reduce=cfg.reduce,
-                                        refine=True, cache_dir=ref_cache_dir, batch_size=cfg.batch_size,
-                                        progress=False, packing=cfg.packing)
-        else:
-            ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
-        pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)
-        bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
-        for s in range(0, len(pairs), cfg.chunk_size):
-            chunk = pairs[s:s + cfg.chunk_size]
-            lp = pair_logps(pol, chunk, **kw)
-            lr = pair_logps(ref, chunk, **kw) if cached is None else cached.select(list(range(s, s + len(chunk))))
-            m = margin(lp.chosen, lp.rejected, lr.chosen, lr.rejected)
-            m_p = margin(lp.refine_chosen, lp.refine_rejected, lr.refine_chosen, lr.refine_rejected)
-            d = refinement(lp.refine_chosen, lp.refine_rejected, lr.refine_chosen, lr.refine_rejected, cfg.beta)
-            rc = np.array([ratings[str(p.id)][0] for p in chunk])
-            rr = np.array([ratings[str(p.id)][1] for p in chunk])
-            n_c, n_r = lp.n_chosen.numpy(), lp.n_rejected.numpy()
-            rows = pd.DataFrame({
-                "id": [str(p.id) for p in chunk], "model_id": model_id, "delta": d.numpy(), "margin": m.numpy(),
-                "reward_margin": cfg.beta * m.numpy(), "margin_p": m_p.numpy(), "chosen_tokens": n_c,
-                "rejected_tokens": n_r, "length_diff": n_c - n_r, "chosen_rating": rc, "rejected_rating": rr,
-                "rating_diff": rc - rr, "logp_chosen": lp.chosen.numpy(), "logp_rejected": lp.rejected.numpy(),
-                "ref_logp_chosen": lr.chosen.numpy(), "ref_logp_rejected": lr.rejected.numpy(),
-                "logp_p_chosen": lp.refine_chosen.numpy(), "logp_p_rejected": lp.refine_rejected.numpy(),
-                "ref_logp_p_chosen": lr.refine_chosen.numpy(), "ref_logp_p_rejected": lr.refine_rejected.numpy(),
-                "beta": cfg.beta, "reduce": cfg.reduce, "prompt_truncated": [p.prompt_truncated for p in chunk],
-                "completion_truncated": [p.completion_truncated for p in chunk], "precision": prec.key},
-                columns=list(COLUMNS))
-            _append(output, rows)
-            bar.update(len(chunk))
-        bar.close()
-        del pol, ref
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    table = read_existing(output)
+    with Lock(output, what=f"Δπ table {output}"):
+        done = _done_ids(output, model_id=model_id, beta=cfg.beta, reduce=cfg.reduce, precision=prec.key)
+        todo = [r for r in records if str(r["id"]) not in done]
+        if todo:
+            _score(policy, reference, todo, output, model_id=model_id, cfg=cfg, data_cfg=data_cfg or DataConfig(),
+                   source=source, ref_cache_dir=ref_cache_dir, prec=prec)
+        table = read_existing(output)
     if table is None:
         return pd.DataFrame(columns=list(COLUMNS))
     order = {i: k for k, i in enumerate(ids)}
     table = table[table["id"].isin(order)]
     return table.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def _done_ids(output: Path, **want) -> set[str]:
+    """Pair ids already in the table; its rows must have been made the way this run makes them."""
+    existing = read_existing(output)
+    if existing is None:
+        return set()
+    for col, value in want.items():
+        other = set(existing[col].dropna().unique()) - {value} if col in existing else set()
+        if other:
+            raise UserError(f"{output}: holds rows with {col} {sorted(map(str, other))[0]!r}, not {value!r}; write "
+                            "to another --output")
+    return set(existing["id"])
+
+
+def _score(policy, reference, records: list[dict], output: Path, *, model_id: str, cfg: DeltaConfig, data_cfg,
+           source: str, ref_cache_dir, prec) -> None:
+    """Tokenize ``records`` as the trainer does, score them chunk by chunk, append each chunk's rows."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from trainer.data import tokenize_pairs
+    from trainer.modeling import load_causal_lm, load_tokenizer
+    from trainer.scoring import pair_logps
+
+    tokenizer = load_tokenizer(policy)
+    pairs, report = tokenize_pairs(records, tokenizer, data_cfg, source=source)
+    if report.dropped:
+        print(f"{source}: {report.summary()}; dropped: " + ", ".join(f"{i} ({why})" for i, why in report.dropped[:5]))
+    ratings = {}
+    for r in records:
+        where = f"{source}:" + (f"{r['_line']}" if "_line" in r else f" id {r['id']}")
+        ratings[str(r["id"])] = tuple(_rating(r, name, where) for name in cfg.rating_fields)
+    kw = dict(pad_id=tokenizer.pad_token_id, batch_size=cfg.batch_size, reduce=cfg.reduce, refine=True,
+              progress=False, autocast_dtype=prec.autocast, packing=cfg.packing)
+    cached = ref = None
+    if ref_cache_dir is not None:
+        from trainer.refcache import reference_logps
+
+        cached, _ = reference_logps(reference, pairs, data_cfg, precision=prec, reduce=cfg.reduce, refine=True,
+                                    cache_dir=ref_cache_dir, batch_size=cfg.batch_size, progress=False,
+                                    packing=cfg.packing)
+    else:
+        ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
+    pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)
+    bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
+    for s in range(0, len(pairs), cfg.chunk_size):
+        chunk = pairs[s:s + cfg.chunk_size]
+        lp = pair_logps(pol, chunk, **kw)
+        lr = pair_logps(ref, chunk, **kw) if cached is None else cached.select(list(range(s, s + len(chunk))))
+        _append(output, _rows(chunk, lp, lr, ratings, model_id=model_id, cfg=cfg, precision=prec.key))
+        bar.update(len(chunk))
+    bar.close()
+    del pol, ref
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _rows(chunk, lp, lr, ratings: dict, *, model_id: str, cfg: DeltaConfig, precision: str) -> pd.DataFrame:
+    """The table rows (contracts.tables.DELTA_COLUMNS) of a chunk of pairs from the policy's (``lp``) and
+    the reference's (``lr``) log-probs."""
+    from trainer.losses import margin, refinement
+
+    m = margin(lp.chosen, lp.rejected, lr.chosen, lr.rejected)
+    m_p = margin(lp.refine_chosen, lp.refine_rejected, lr.refine_chosen, lr.refine_rejected)
+    d = refinement(lp.refine_chosen, lp.refine_rejected, lr.refine_chosen, lr.refine_rejected, cfg.beta)
+    rc = np.array([ratings[str(p.id)][0] for p in chunk])
+    rr = np.array([ratings[str(p.id)][1] for p in chunk])
+    n_c, n_r = lp.n_chosen.numpy(), lp.n_rejected.numpy()
+    return pd.DataFrame({
+        "id": [str(p.id) for p in chunk], "model_id": model_id, "delta": d.numpy(), "margin": m.numpy(),
+        "reward_margin": cfg.beta * m.numpy(), "margin_p": m_p.numpy(), "chosen_tokens": n_c,
+        "rejected_tokens": n_r, "length_diff": n_c - n_r, "chosen_rating": rc, "rejected_rating": rr,
+        "rating_diff": rc - rr, "logp_chosen": lp.chosen.numpy(), "logp_rejected": lp.rejected.numpy(),
+        "ref_logp_chosen": lr.chosen.numpy(), "ref_logp_rejected": lr.rejected.numpy(),
+        "logp_p_chosen": lp.refine_chosen.numpy(), "logp_p_rejected": lp.refine_rejected.numpy(),
+        "ref_logp_p_chosen": lr.refine_chosen.numpy(), "ref_logp_p_rejected": lr.refine_rejected.numpy(),
+        "beta": cfg.beta, "reduce": cfg.reduce, "prompt_truncated": [p.prompt_truncated for p in chunk],
+        "completion_truncated": [p.completion_truncated for p in chunk], "precision": precision},
+        columns=list(COLUMNS))
 
 
 def compute_delta(checkpoint: str | Path, pairs: str | Path, output: str | Path, *, cfg: DeltaConfig | None = None,
@@ -295,11 +312,11 @@ def pairs_from_answers(answers_a: str | Path, answers_b: str | Path, single_judg
     scores = load_single_judgments(single_judgments)
     scores = scores[(scores["turn"] == 1) & (scores["score"] != -1)]
     score = {(m, q): s for m, q, s in zip(scores["model"], scores["question_id"], scores["score"])}
+    from contracts.files import written
+
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
     n = 0
-    with open(tmp, "w") as f:
+    with written(out) as tmp, open(tmp, "w") as f:
         for q in questions:
             if q.question_id not in a or q.question_id not in b:
                 continue
@@ -314,5 +331,4 @@ def pairs_from_answers(answers_a: str | Path, answers_b: str | Path, single_judg
                    "rejected_rating": score.get((model_b, q.question_id))}
             f.write(json.dumps(rec) + "\n")
             n += 1
-    tmp.replace(out)
     return n

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -301,13 +300,7 @@ def fetch(cache_dir: str | Path | None = None, *, base_url: str = FASTCHAT_BASE_
         got = hashlib.sha256(data).hexdigest()
         if got != want:
             raise DataError(f"{url}: sha256 {got} does not match the expected {want}; not saved")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from contracts.files import write_bytes
+
+        write_bytes(dest, data)
     return d

@@ -159,28 +159,44 @@ class HFGenerator:
     def prompt_length(self, prompt: str) -> int:
         return len(self.fmt.encode(prompt))
 
-    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int,
+                 seed: int | list[int]) -> list[str]:
+        """One answer per prompt: greedy at temperature 0, else sampled from softmax(logits / temperature)
+        (plain temperature sampling, as FastChat and vLLM) with each prompt's own ``seed`` (one for all if an
+        int), so an answer does not depend on the batch it was generated in."""
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
         encoded, max_new_tokens = fit_context([self.fmt.encode(p) for p in prompts], self.context, max_new_tokens)
         batch = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.model.device)
         sample = temperature > 1e-4  # FastChat's threshold for greedy decoding
-        gcfg = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else None,
-            top_k=0 if sample else None,  # plain temperature sampling, as vLLM does
-            top_p=1.0 if sample else None,
-            eos_token_id=self.fmt.stop_ids or None,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(seed)  # scoped: the caller's RNG state is left untouched
-            out = self.model.generate(**batch, generation_config=gcfg)
+        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(prompts)
+        gcfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.fmt.stop_ids or None,
+                                pad_token_id=self.tokenizer.pad_token_id)
+        sampling = LogitsProcessorList([GumbelSampling(seeds, temperature, self.model.device)] if sample else [])
+        with torch.inference_mode():
+            out = self.model.generate(**batch, generation_config=gcfg, logits_processor=sampling)
         new = out[:, batch["input_ids"].shape[1]:].tolist()
         return [self.fmt.decode(ids) for ids in new]
+
+
+class GumbelSampling:
+    """A logits processor that turns greedy decoding into sampling from softmax(logits / T), each row with
+    its own seeded generator: the argmax of logits / T + Gumbel(0, 1) noise is such a sample (Gumbel-max),
+    so a row's draws depend on its seed alone, not on the other rows of its batch or on any global RNG."""
+
+    def __init__(self, seeds: list[int], temperature: float, device):
+        import torch
+
+        self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.gens])
+        gumbel = -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-7)))
+        return scores.float() / self.temperature + gumbel
 
 
 class VLLMGenerator:
@@ -212,13 +228,15 @@ class VLLMGenerator:
     def prompt_length(self, prompt: str) -> int:
         return len(self.fmt.encode(prompt))
 
-    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
+    def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int,
+                 seed: int | list[int]) -> list[str]:
         sample = temperature > 1e-4
         encoded, max_new_tokens = fit_context([self.fmt.encode(p) for p in prompts], self.context, max_new_tokens)
-        params = self.vllm.SamplingParams(
-            temperature=temperature if sample else 0.0, max_tokens=max_new_tokens, seed=seed if sample else None,
+        seeds = seed if isinstance(seed, (list, tuple)) else [seed] * len(prompts)
+        params = [self.vllm.SamplingParams(  # a seed per request: an answer does not depend on its batch
+            temperature=temperature if sample else 0.0, max_tokens=max_new_tokens, seed=s if sample else None,
             stop_token_ids=self.fmt.stop_ids, stop=self.fmt.stop_strs or None, skip_special_tokens=True,
-        )
+        ) for s in seeds]
         # token ids, not text, so that BOS handling is ours and identical to the HF backend
         inputs = [{"prompt_token_ids": ids} for ids in encoded]
         outs = self.llm.generate(inputs, params, use_tqdm=False)

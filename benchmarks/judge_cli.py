@@ -143,24 +143,29 @@ def _run_judge(args: argparse.Namespace) -> int:
 
 def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
     from benchmarks import results as R
+    from contracts.files import written
 
     tables = RunDir(run_dir).judge_tables
-    tables.mkdir(parents=True, exist_ok=True)
     stem = f"{bench}_{mode}_{safe_name(judge)}"
+
+    def save(df, name: str, **kw) -> None:
+        with written(tables / f"{name}.csv") as tmp:
+            df.to_csv(tmp, **kw)
+
     if mode == "single":
         df = R.load_single_judgments(path)
         if kw.get("models"):
             df = df[df["model"].isin(kw["models"])]
         scores = R.mt_bench_scores(df, judge=judge)
-        scores.to_csv(tables / f"{stem}.csv")
+        save(scores, stem)
         print(R.format_table(scores))
         if bench == "mt_bench":
             cats = R.mt_bench_category_scores(df, data_dir=kw["data_dir"], judge=judge)
-            cats.to_csv(tables / f"{stem}_categories.csv")
+            save(cats, f"{stem}_categories")
             print(R.format_table(cats))
     else:
         table = R.pairwise_table(R.load_pair_judgments(path), kw["pairs"], judge=judge)
-        table.to_csv(tables / f"{stem}.csv", index=False)
+        save(table, stem, index=False)
         cols = ["comparison", "win", "tie", "lose", "n", "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high",
                 "n_errors"] + (["p_a", "p_a_ci_low", "p_a_ci_high"] if table["p_a"].notna().any() else [])
         print(R.format_table(table[cols].set_index("comparison")))

@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 
 from contracts.benches import LEADERBOARD_TASKS, TASKS, LeaderboardTask
 from contracts.errors import UserError
+from contracts.files import Lock, write_json, written
 from contracts.settings import option
 from contracts.hashing import checkpoint_hash as _content_hash
 from contracts.hashing import sha256_file
@@ -413,16 +414,6 @@ def result_path(run_dir: str | Path, model_id: str, task: str) -> Path:
     return RunDir(run_dir).leaderboard_result(model_id, task)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def _reusable(path: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
@@ -441,8 +432,6 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
     rewritten at the end from all results under ``out_dir/leaderboard`` (unless ``scores_csv`` is False:
     `reproduce` runs models side by side and writes it once, after them).
     """
-    from tqdm.auto import tqdm
-
     specs = task_specs(cfg)
     if cfg.backend not in ("hf", "vllm"):
         raise LeaderboardError(f"unknown backend {cfg.backend!r}: use hf or vllm")
@@ -465,33 +454,45 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
                 plan.append((model_id, ckpt, spec, settings, key, path))
 
     if plan:
-        offline = decide_offline(cfg)
-        with hub_mode(offline, cfg.hf_datasets_cache):
-            tm = make_task_manager(cfg)
-            # Build every task (this loads its data) before any model: unknown tasks and unreachable
-            # datasets fail at once. The first checkpoint uses these objects, later ones rebuild them.
-            specs_todo = {p[2].name: p[2] for p in plan}.values()
-            preloaded = {s.name: load_task(s, tm, offline=offline) for s in specs_todo}
-            lm, lm_ckpt = None, None
-            bar = tqdm(plan, desc="leaderboard", unit="task")
-            for model_id, ckpt, spec, settings, key, path in bar:
-                bar.set_postfix_str(f"{model_id}/{spec.name}")
-                if lm_ckpt != ckpt:
-                    lm = None  # free the previous model before loading the next
-                    lm, lm_ckpt = make_lm(ckpt, cfg), ckpt
-                body = run_task(lm, spec, cfg, tm, offline=offline, task_obj=preloaded.pop(spec.name, None))
-                if body is None:  # non-zero rank under accelerate
-                    continue
-                rec = {"model_id": model_id, "checkpoint": str(ckpt), "task": spec.name,
-                       "metric": f"{spec.metric},{spec.filter}",
-                       "num_fewshot": spec.num_fewshot, "settings": settings, "settings_key": key,
-                       "execution": {"batch_size": cfg.batch_size, "device": _device(cfg)}, **body}
-                _write_json(path, rec)
-                scores[model_id][spec.name] = rec["score"]
-            del lm
+        # one writer per model's results (only the main process writes under accelerate)
+        with contextlib.ExitStack() as locks:
+            if _is_main_process():
+                for m in dict.fromkeys(p[0] for p in plan):
+                    d = RunDir(out_dir).leaderboard_model(m)
+                    locks.enter_context(Lock(d, what=f"leaderboard results {d}"))
+            _run_plan(plan, cfg, scores)
     if scores_csv and _is_main_process():
         write_scores_csv(out_dir)
     return scores
+
+
+def _run_plan(plan: list[tuple], cfg: LeaderboardConfig, scores: dict[str, dict[str, float]]) -> None:
+    """Every (model, task) of ``plan``, each result written as it finishes; models loaded one at a time."""
+    from tqdm.auto import tqdm
+
+    offline = decide_offline(cfg)
+    with hub_mode(offline, cfg.hf_datasets_cache):
+        tm = make_task_manager(cfg)
+        # Build every task (this loads its data) before any model: unknown tasks and unreachable
+        # datasets fail at once. The first checkpoint uses these objects, later ones rebuild them.
+        specs_todo = {p[2].name: p[2] for p in plan}.values()
+        preloaded = {s.name: load_task(s, tm, offline=offline) for s in specs_todo}
+        lm, lm_ckpt = None, None
+        bar = tqdm(plan, desc="leaderboard", unit="task")
+        for model_id, ckpt, spec, settings, key, path in bar:
+            bar.set_postfix_str(f"{model_id}/{spec.name}")
+            if lm_ckpt != ckpt:
+                lm = None  # free the previous model before loading the next
+                lm, lm_ckpt = make_lm(ckpt, cfg), ckpt
+            body = run_task(lm, spec, cfg, tm, offline=offline, task_obj=preloaded.pop(spec.name, None))
+            if body is None:  # non-zero rank under accelerate
+                continue
+            rec = {"model_id": model_id, "checkpoint": str(ckpt), "task": spec.name,
+                   "metric": f"{spec.metric},{spec.filter}", "num_fewshot": spec.num_fewshot, "settings": settings,
+                   "settings_key": key, "execution": {"batch_size": cfg.batch_size, "device": _device(cfg)}, **body}
+            write_json(path, rec, indent=1, default=str)
+            scores[model_id][spec.name] = rec["score"]
+        del lm
 
 
 def _is_main_process() -> bool:
@@ -572,11 +573,9 @@ def scores_table(out_dir: str | Path):
 
 def write_scores_csv(out_dir: str | Path) -> Path:
     path = RunDir(out_dir).scores
-    path.parent.mkdir(parents=True, exist_ok=True)
     df = scores_table(out_dir)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, float_format="%.4f")
-    tmp.replace(path)
+    with written(path) as tmp:
+        df.to_csv(tmp, float_format="%.4f")
     return path
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmarks.judge.jsonl import dedupe, read_jsonl_lines, require
 from contracts.errors import UserError
+from contracts.jsonl import dedupe, read_jsonl_lines, require
 from contracts.tables import PAIR_CALIBRATED, PAIR_FIELDS, SINGLE_FIELDS, WINNERS
 
 
@@ -39,7 +39,7 @@ def load_single_judgments(path: str | Path) -> pd.DataFrame:
     A (judge, question, model, turn) graded twice (two runs into one file, files concatenated by hand)
     counts once: the first record is kept and the duplicates are counted in a warning."""
     rows = []
-    lines = read_jsonl_lines(path)
+    lines = read_jsonl_lines(path, missing_ok=True)
     for line, rec in lines:
         require(rec, SINGLE_FIELDS, path, line)
     key = lambda r: (_judge_name(r), r["question_id"], r["model"], r["turn"])  # noqa: E731
@@ -128,7 +128,7 @@ def load_pair_judgments(path: str | Path) -> pd.DataFrame:
     A comparison judged twice (in either order of the two models) counts once: the first record is kept
     and the duplicates are counted in a warning."""
     rows = []
-    lines = read_jsonl_lines(path)
+    lines = read_jsonl_lines(path, missing_ok=True)
     for line, rec in lines:
         require(rec, PAIR_FIELDS, path, line)
     key = lambda r: (_judge_name(r), r["question_id"], *sorted((r["model_1"], r["model_2"])), r["turn"])  # noqa: E731

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from pathlib import Path
 
 from contracts.errors import UserError
@@ -58,9 +56,7 @@ def checkpoint_hash(path: str | Path, cache_file: Path | None = None) -> str:
             cache[key], changed = hit, True
         total.update(f"{f.name}\0{hit['sha256']}\n".encode())
     if cache_file is not None and changed:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # a name of its own per process and machine: workers and shards on other machines update it too
-        tmp = cache_file.with_name(f"{cache_file.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(cache_file)
+        from contracts.files import write_json  # workers and shards on other machines update it too
+
+        write_json(cache_file, cache, indent=1)
     return total.hexdigest()

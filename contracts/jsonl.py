@@ -1,4 +1,4 @@
-"""JSON Lines, the one way every stage reads and appends them.
+"""JSON Lines, the one way every stage reads them (they are appended by contracts.files.Appender).
 
 Results are appended one flushed line at a time, so a killed writer can leave at most a cut-off last
 line: a reader can drop it (``repair_tail``: removed from the file, so an appending rerun rewrites
@@ -13,7 +13,6 @@ import json
 import logging
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +75,15 @@ def dedupe(records: list[tuple[int, dict]], key: Callable[[dict], Hashable], pat
     return out
 
 
-class JsonlAppender:
-    """Append records to a JSONL file, each flushed as soon as it is written (a crash loses none)."""
+def read_jsonl(path: str | Path, *, missing_ok: bool = False, repair_tail: bool = False) -> list[dict]:
+    """All records of ``path`` (see :func:`read_jsonl_lines`)."""
+    return [record for _, record in read_jsonl_lines(path, missing_ok=missing_ok, repair_tail=repair_tail)]
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] = open(self.path, "a", encoding="utf-8")
-        if self._f.tell() > 0:
-            with open(self.path, "rb") as f:
-                f.seek(-1, 2)
-                if f.read(1) != b"\n":
-                    self._f.write("\n")  # never glue a new record onto a previous last line
 
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
+def require(record: dict, fields: tuple[str, ...], path: str | Path, line: int) -> None:
+    """Fail naming file, line and the first missing field."""
+    from contracts.errors import UserError
 
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> "JsonlAppender":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    for name in fields:
+        if name not in record:
+            raise UserError(f"{path}:{line}: missing field {name!r}")

@@ -199,8 +199,6 @@ def read_models(path: Path) -> list[ModelEntry]:
 
 
 def write_models(path: Path, entries: list[ModelEntry]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(e) for e in entries], indent=2) + "\n")
-    tmp.replace(path)
+    from contracts.files import write_json
+
+    write_json(path, [asdict(e) for e in entries])

@@ -5,8 +5,9 @@ them; heavy imports (torch, transformers, lm-eval) happen inside the command fun
 ``srdpo-eval --help`` stays fast.
 
 Errors: a user's mistake (contracts.errors.UserError — bad input file, config, flag, missing file or
-model, unreachable endpoint) and Ctrl-C print one line and exit with status 2; ``--debug`` (or
-SRDPO_EVAL_DEBUG=1) shows the traceback. Anything else is a bug and keeps its traceback.
+model, unreachable endpoint, a second writer of an output), a full disk (anywhere, also inside a
+library) and Ctrl-C print one line and exit with status 2; ``--debug`` (or SRDPO_EVAL_DEBUG=1) shows the
+traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     # 4 answers of 48 tokens took 167 s with spinning waiters and 10 s with sleeping ones. Set before
     # torch loads (the commands import it lazily); a value in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # our own bars show progress; the libraries' per-file ones ("Loading weights", "Writing model shards")
+    # would print dozens of lines a run (read when huggingface_hub is first imported)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -68,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"\n{prog}: interrupted; what was finished is kept: rerun the same command to resume",
               file=sys.stderr)
+        return 2
+    except Exception as e:  # a full disk met inside a library (torch, safetensors, sqlite): one line too
+        from contracts.files import find_out_of_space, out_of_space
+
+        full = find_out_of_space(e)
+        if full is None or debug:
+            raise
+        print(f"{prog}: error: {out_of_space(full.filename)}", file=sys.stderr)
         return 2
 
 

@@ -669,12 +669,9 @@ def generate_default_prefs(seed: int = 0) -> list[dict]:
 
 def write_default_prefs(path: str | Path, seed: int = 0) -> Path:
     """Write ``generate_default_prefs(seed)`` as JSONL (one record a line, UTF-8); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_default_prefs(seed)), "utf-8")
-    tmp.replace(path)
-    return path
+    from contracts.files import write_text
+
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_default_prefs(seed)))
 
 
 def default_prefs_path() -> Path:

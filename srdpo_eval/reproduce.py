@@ -29,6 +29,7 @@ from typing import Any
 
 from contracts import ids, objectives
 from contracts.errors import UserError
+from contracts.files import write_json, write_text
 from contracts.hashing import sha256_file as file_sha256
 from contracts.ids import START_ID
 from contracts.run_dir import ModelEntry, RunDir, checkpoints_of_run, write_models
@@ -116,7 +117,7 @@ def write_default_split(folder: Path) -> tuple[Path, Path]:
         path = folder / f"{name}.jsonl"
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged file: same hash
-            path.write_text(text, encoding="utf-8")
+            write_text(path, text)
         out.append(path)
     return out[0], out[1]
 
@@ -649,6 +650,21 @@ def reproduce(cfg: ReproduceConfig, output: str | Path, *, stages: list[str] | N
         raise UserError(f"--shard {shard}: give (i, n) with 0 <= i < n")
     check_inputs(cfg)
     rd = RunDir(Path(output))
+    if dry_run:
+        return _reproduce(cfg, rd, stages=stages, dry_run=True, workers=workers, shard=shard)
+    # one scheduler per run directory (a shard: per shard; shards of one run run side by side by design)
+    from contracts.files import Lock
+    from srdpo_eval.manifest import shard_path
+
+    target = rd.root if shard is None else shard_path(rd.manifest, shard)
+    with Lock(target, what=f"run directory {rd.root}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")):
+        return _reproduce(cfg, rd, stages=stages, dry_run=False, workers=workers, shard=shard)
+
+
+def _reproduce(cfg: ReproduceConfig, rd: RunDir, *, stages, dry_run: bool, workers, shard) -> dict[str, str]:
+    from srdpo_eval.shards import check_not_running, running_entry, share
+    from srdpo_eval.workers import default_workers
+
     rd.root.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(rd.manifest, shard=shard)
     ctx = resolve_inputs(cfg, rd, dry_run=dry_run)
@@ -715,7 +731,7 @@ def _worker_pool(ctx: Context, n: int, units: list[Unit]):
 
     with Workers(n, command, ctx.rd.unit_log) as pool:
         cfg_file = pool.tmp / "config.json"
-        cfg_file.write_text(json.dumps(to_dict(ctx.cfg), default=str))
+        write_json(cfg_file, to_dict(ctx.cfg), default=str)
         yield pool
 
 

@@ -166,10 +166,9 @@ def _exit_with_parent() -> None:
 
 
 def _write_result(data: dict) -> None:
-    path = Path(os.environ[RESULT_ENV])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    tmp.replace(path)
+    from contracts.files import write_json
+
+    write_json(os.environ[RESULT_ENV], data, default=str)
 
 
 def main(argv: list[str] | None = None) -> int:

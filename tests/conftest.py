@@ -55,3 +55,27 @@ def fastchat_data_dir(served_data, tmp_path_factory) -> Path:
     with serve(served_data[0].parent) as url:
         assert main(["data", "fetch", "--cache-dir", str(dest), "--base-url", f"{url}/data"]) == 0
     return dest
+
+
+@pytest.fixture(scope="session")
+def small_data(fastchat_data_dir, tmp_path_factory) -> Path:
+    """FastChat's data cut to two questions per category (references kept), for quick runs."""
+    import json
+    from collections import Counter
+
+    from benchmarks.fastchat_data import load_questions
+
+    out = tmp_path_factory.mktemp("llm_judge_small")
+    (out / "judge_prompts.jsonl").write_text((fastchat_data_dir / "judge_prompts.jsonl").read_text())
+    for bench in ("mt_bench", "vicuna_bench"):
+        seen: Counter = Counter()
+        keep = set()
+        for q in load_questions(fastchat_data_dir, bench):
+            if seen[q.category] < 2:
+                keep.add(q.question_id)
+                seen[q.category] += 1
+        for rel in ("question.jsonl", "reference_answer/gpt-4.jsonl"):
+            lines = (fastchat_data_dir / bench / rel).read_text().splitlines()
+            (out / bench / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / bench / rel).write_text("".join(l + "\n" for l in lines if json.loads(l)["question_id"] in keep))
+    return out

@@ -29,25 +29,6 @@ KEY = "sk-test-DO-NOT-LEAK-7f3a9c21e5"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def small_data(fastchat_data_dir, tmp_path_factory) -> Path:
-    """FastChat's data cut to two questions per category (references kept), for quick runs."""
-    out = tmp_path_factory.mktemp("llm_judge_small")
-    (out / "judge_prompts.jsonl").write_text((fastchat_data_dir / "judge_prompts.jsonl").read_text())
-    for bench in ("mt_bench", "vicuna_bench"):
-        seen: Counter = Counter()
-        keep = set()
-        for q in load_questions(fastchat_data_dir, bench):
-            if seen[q.category] < 2:
-                keep.add(q.question_id)
-                seen[q.category] += 1
-        for rel in ("question.jsonl", "reference_answer/gpt-4.jsonl"):
-            lines = (fastchat_data_dir / bench / rel).read_text().splitlines()
-            (out / bench / rel).parent.mkdir(parents=True, exist_ok=True)
-            (out / bench / rel).write_text("".join(l + "\n" for l in lines if json.loads(l)["question_id"] in keep))
-    return out
-
-
 @pytest.fixture
 def key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -353,11 +334,12 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, small_data, key, caps
 
 
 def test_appending_after_a_cut_line_starts_a_new_line(tmp_path):
-    from benchmarks.judge.jsonl import JsonlAppender, read_jsonl
+    from contracts.files import Appender
+    from contracts.jsonl import read_jsonl
 
     path = tmp_path / "j.jsonl"
     path.write_text('{"a": 1}\n{"b": 2}')  # last record complete but its newline lost
-    with JsonlAppender(path) as out:
+    with Appender(path) as out:
         out.write({"c": 3})
     assert read_jsonl(path) == [{"a": 1}, {"b": 2}, {"c": 3}]
     path.write_text('{"a": 1}\n{"b": ')  # last record cut: dropped (and only with repair_tail)

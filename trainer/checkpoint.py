@@ -42,9 +42,9 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    from contracts.files import write_json as atomic_json
+
+    atomic_json(path, obj)
 
 
 def full_model_state(policy) -> dict[str, torch.Tensor]:
@@ -59,21 +59,43 @@ def full_model_state(policy) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(policy, optimizer, scheduler, tokenizer, path: Path, info: dict, state: dict | None) -> None:
-    """A Hugging Face checkpoint (+ srdpo_info.json, + trainer_state/ if ``state``); every process calls it."""
+    """A Hugging Face checkpoint (+ srdpo_info.json, + trainer_state/ if ``state``); every process calls it.
+
+    It is written to ``<name>.tmp/`` (one name all processes know: they all write into it) and renamed
+    when complete. On a full disk the unfinished ``<name>.tmp/`` is removed and :class:`OutOfSpace` names
+    the checkpoint and about how much it needs; earlier checkpoints are untouched."""
+    from contracts.files import find_out_of_space, out_of_space
+
     tmp = path.with_name(path.name + ".tmp")
-    sd = full_model_state(policy)
-    if D.rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        policy.model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / CHECKPOINT_INFO, info)
-    D.barrier()  # tmp/ exists before the others write their shards into it
-    if state is not None:
-        _save_trainer_state(policy, optimizer, scheduler, tmp / STATE_DIR, state)
-    if D.rank() == 0:
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    D.barrier()
+    try:
+        sd = full_model_state(policy)
+        if D.rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            policy.model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / CHECKPOINT_INFO, info)
+        D.barrier()  # tmp/ exists before the others write their shards into it
+        if state is not None:
+            _save_trainer_state(policy, optimizer, scheduler, tmp / STATE_DIR, state)
+        if D.rank() == 0:
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+        D.barrier()
+    except BaseException as e:
+        if D.rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if find_out_of_space(e) is not None:
+            raise out_of_space(path, checkpoint_bytes(policy, optimizer if state is not None else None)) from e
+        raise
+
+
+def checkpoint_bytes(policy, optimizer=None) -> int:
+    """About what a checkpoint of ``policy`` takes on disk: its weights, and with ``optimizer`` its state
+    (one tensor per parameter and state entry)."""
+    weights = sum(p.numel() * p.element_size() for p in policy.parameters())
+    states = optimizer.state.values() if optimizer is not None else []
+    per_param = max((sum(isinstance(v, torch.Tensor) and v.dim() > 0 for v in s.values()) for s in states), default=0)
+    return weights * (1 + per_param)
 
 
 def _optimizer_tensors(osd: dict) -> dict[str, torch.Tensor]:

@@ -149,4 +149,6 @@ def load_yaml_config(path: str | Path) -> TrainConfig:
 def dump_yaml(cfg: TrainConfig, path: str | Path) -> None:
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+    from contracts.files import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))

@@ -85,7 +85,7 @@ def _strip_gguf_marker(model) -> None:
 
 def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str | None = None) -> Path:
     """Save the GGUF model as a safetensors checkpoint at ``out_dir`` (atomically); return ``out_dir``."""
-    import json
+    from contracts.files import no_space_as_user_error
 
     model, tok = load_from_gguf(gguf_path)
     if not tok.chat_template:
@@ -94,6 +94,14 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str | None = None) -
         tok.pad_token = tok.eos_token
     _strip_gguf_marker(model)
     model.generation_config.pad_token_id = tok.pad_token_id
+    with no_space_as_user_error(out_dir):
+        return _save_converted(model, tok, gguf_path, out_dir, sha256)
+
+
+def _save_converted(model, tok, gguf_path: Path, out_dir: Path, sha256: str | None) -> Path:
+    """Write the converted checkpoint under a temporary name of its own, renamed when complete (several
+    processes may convert at once: the first to finish is kept)."""
+    import json
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -138,9 +146,10 @@ def default_model_checkpoint(cache_dir: str | Path | None = None, *, model: str 
         if saved_key == key:
             digest = saved_digest
     if digest is None:
+        from contracts.files import write_text
+
         digest = sha256_file(gguf)
-        root.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(f"{key}={digest}\n")
+        write_text(stamp, f"{key}={digest}\n")
     out = root / f"{spec.name}-{digest[:12]}"
     if (out / DONE_FILE).is_file() or not convert:
         return out

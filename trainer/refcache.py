@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from trainer.modeling import Precision
 from trainer.scoring import PairLogps, pair_logps
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: entries carry a content hash (verified on load)
 _FIELDS = ("chosen", "rejected", "refine_chosen", "refine_rejected", "n_chosen", "n_rejected")
 
 
@@ -42,20 +41,49 @@ def cache_key(model_hash: str, data_hash: str, data_cfg: DataConfig, reduce: str
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class DamagedCache(ValueError):
+    """A cache entry that does not hold what it says (cut short, overwritten): recomputed, never trusted."""
+
+
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_pair_logps(path: Path, lp: PairLogps, meta: dict) -> None:
+    """The entry as safetensors, with the content hash in its metadata; written atomically."""
     from safetensors.torch import save_file
 
+    from contracts.files import written
+
     tensors = {k: getattr(lp, k).contiguous() for k in _FIELDS if getattr(lp, k) is not None}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache entry
+    meta = {**{k: str(v) for k, v in meta.items()}, "sha256": content_hash(tensors)}
+    with written(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_pair_logps(path: Path) -> PairLogps:
-    from safetensors.torch import load_file
+    """An entry, verified: a readable header, the fields of a PairLogps of one length, and the content hash
+    written with it; anything else raises :class:`DamagedCache` saying what is wrong."""
+    from safetensors import safe_open
 
-    t = load_file(str(path))
-    return PairLogps(*(t.get(k) for k in _FIELDS))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 — safetensors' errors for a bad header or a short file
+        raise DamagedCache(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    missing = [k for k in ("chosen", "rejected", "n_chosen", "n_rejected") if k not in tensors]
+    if missing or len({t.shape for t in tensors.values()}) != 1:
+        raise DamagedCache(f"fields {missing or sorted(tensors)} do not make one table of pairs")
+    if meta.get("sha256") != content_hash(tensors):
+        raise DamagedCache("its content does not match the hash written with it")
+    return PairLogps(*(tensors.get(k) for k in _FIELDS))
 
 
 def cache_path(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg: DataConfig, *, reduce: str,
@@ -104,7 +132,11 @@ def reference_logps(ref_model: str | Path, pairs: list[TokenizedPair], data_cfg:
 def _cached(path: Path, n: int, refine: bool) -> PairLogps | None:
     if not path.is_file():
         return None
-    lp = load_pair_logps(path)
+    try:
+        lp = load_pair_logps(path)
+    except DamagedCache as e:
+        log.warning("reference log-prob cache %s is damaged (%s); recomputing it", path, e)
+        return None
     if len(lp.chosen) == n and (lp.refine_chosen is not None or not refine):
         log.info("reference log-probs from cache %s", path)
         return lp

@@ -33,6 +33,7 @@ import torch
 
 from contracts import objectives
 from contracts.errors import UserError
+from contracts.files import Appender, Lock
 from contracts.ids import FINAL_DIR
 from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
 from contracts.tables import TOKEN_FIELDS
@@ -343,10 +344,13 @@ def _resume(run: _Run, ckpt: Path) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop the lines a killed run wrote after its last checkpoint."""
+    """Drop the lines a killed run wrote after its last checkpoint (and a line it cut off)."""
+    from contracts.files import write_text
+    from contracts.jsonl import read_jsonl_lines
+
     if path.exists():
-        keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        path.write_text("".join(l + "\n" for l in keep))
+        keep = [r for _, r in read_jsonl_lines(path, skip_cut_tail=True) if r["step"] <= step]
+        write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _record_attention(run: _Run) -> None:
@@ -494,6 +498,13 @@ def _save(run: _Run, path: Path, *, with_state: bool) -> None:
 
 
 def _train(cfg: TrainConfig) -> Path:
+    out = Path(cfg.output)
+    # one run writes an output at a time (rank 0 holds the lock for all its processes)
+    with Lock(out, what=f"--output {out}") if D.rank() == 0 else contextlib.nullcontext():
+        return _train_locked(cfg)
+
+
+def _train_locked(cfg: TrainConfig) -> Path:
     from tqdm.auto import tqdm
 
     out = Path(cfg.output)
@@ -506,7 +517,7 @@ def _train(cfg: TrainConfig) -> Path:
     main = D.rank() == 0
     bar = tqdm(total=run.total_steps, initial=run.step, desc=f"train {cfg.objective}",
                disable=not (cfg.progress and main), unit="step")
-    fp = (out / TRAIN_LOG).open("a") if main else None
+    fp = Appender(out / TRAIN_LOG) if main else None
     fallbacks = 0
     try:
         while run.step < run.total_steps:
@@ -515,8 +526,7 @@ def _train(cfg: TrainConfig) -> Path:
                 continue
             row = _step(run, idx)
             if fp is not None:
-                fp.write(json.dumps(row) + "\n")
-                fp.flush()
+                fp.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row.get('accuracy', float('nan')):.2f}")
             if row["fallbacks"] != fallbacks:  # what packing runs changed: run_info.json says so at once

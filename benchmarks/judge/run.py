@@ -16,8 +16,10 @@ records are FastChat's, unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,9 @@ from benchmarks.judge import prompts as P
 from benchmarks.judge.backend import ChatBackend
 from benchmarks.judge.cache import JudgeCache, request_key
 from benchmarks.judge.estimate import CostEstimate, estimate
-from benchmarks.judge.jsonl import JsonlAppender, read_jsonl_lines, require
 from contracts.errors import UserError
+from contracts.files import Appender, Lock, write_text
+from contracts.jsonl import read_jsonl_lines, require
 from contracts.run_dir import RunDir
 from contracts.tables import PAIR_KEY as PAIR_FIELDS
 from contracts.tables import SINGLE_KEY as SINGLE_FIELDS
@@ -279,7 +282,7 @@ def done_keys(path: Path, mode: str, *, repair: bool = True) -> set[tuple]:
     """
     fields = SINGLE_FIELDS if mode == "single" else PAIR_FIELDS
     keys = set()
-    for line, rec in read_jsonl_lines(path, repair_tail=repair, skip_cut_tail=not repair):
+    for line, rec in read_jsonl_lines(path, missing_ok=True, repair_tail=repair, skip_cut_tail=not repair):
         require(rec, fields, path, line)
         keys.add((rec["question_id"], rec["model"], rec["turn"]) if mode == "single"
                  else pair_key(rec["question_id"], rec["model_1"], rec["model_2"], rec["turn"]))
@@ -288,7 +291,7 @@ def done_keys(path: Path, mode: str, *, repair: bool = True) -> set[tuple]:
 
 # ----------------------------------------------------------------------------------------------- playing
 
-async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, cache: JudgeCache | None,
+async def _play(matches: list[Match], backend: ChatBackend, out: Appender, cache: JudgeCache | None,
                 concurrency: int, summary: JudgeSummary, progress: bool) -> None:
     sem = asyncio.Semaphore(concurrency)
     asked: dict[str, asyncio.Task] = {}  # one request per prompt, however many matches wait for it
@@ -334,12 +337,13 @@ async def _play(matches: list[Match], backend: ChatBackend, out: JsonlAppender, 
 
 
 def _open_cache(cache, run_dir: Path, *, create: bool = True) -> JudgeCache | None:
+    """The reply cache; ``create`` False (a dry run): only an existing one, and nothing is written to it."""
     if cache is False or cache is None:
         return None
     if isinstance(cache, JudgeCache):
         return cache
-    path = Path(RunDir(run_dir).root / "judge_cache.sqlite" if cache is True else cache)
-    return JudgeCache(path) if create or path.exists() else None
+    path = Path(RunDir(run_dir).judge_cache if cache is True else cache)
+    return JudgeCache(path, repair=create) if create or path.exists() else None
 
 
 async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, models: list[str] | None = None,
@@ -371,24 +375,29 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
     matches: list[Match] = (single_matches(questions, judge_prompts, answers, judge, **args) if mode == "single"
                             else pair_matches(questions, judge_prompts, answers, pairs, judge, **args))
     path = RunDir(run_dir).judgments(bench, backend.model, mode)
-    done = done_keys(path, mode, repair=not dry_run)  # a dry run changes no file
-    todo = [m for m in matches if m.key not in done]
-    store = _open_cache(cache, run_dir, create=not dry_run)
-    try:
-        calls = list({c.key: c for m in todo for c in m.calls}.values())  # a shared prior is one call
-        cached = sum(1 for c in calls if store is not None and c.key in store)
-        summary = JudgeSummary(path, mode, len(matches), len(matches) - len(todo), len(calls), cached)
-        if dry_run:
-            missing = [c.messages for c in calls if store is None or c.key not in store]
-            summary.estimate = estimate(backend.model, missing, price_in=price_in, price_out=price_out)
-            return summary
-        with JsonlAppender(path) as out:
-            await _play(todo, backend, out, store, concurrency, summary, progress)
-        if summary.written:
-            sort_judgments(path)
-    finally:
-        if store is not None and store is not cache:
-            store.close()
+    # one writer per judgment file: a second judge on it stops here, before any request
+    with contextlib.nullcontext() if dry_run else Lock(path, what=f"judgment file {path}"):
+        done = done_keys(path, mode, repair=not dry_run)  # a dry run changes no file
+        todo = [m for m in matches if m.key not in done]
+        store = _open_cache(cache, run_dir, create=not dry_run)
+        try:
+            calls = list({c.key: c for m in todo for c in m.calls}.values())  # a shared prior is one call
+            cached = sum(1 for c in calls if store is not None and c.key in store)
+            summary = JudgeSummary(path, mode, len(matches), len(matches) - len(todo), len(calls), cached)
+            if store is not None and store.damaged:
+                print(f"judge reply cache {store.path}: damaged ({store.damaged}); started empty, so "
+                      f"{len(calls) - cached} replies of this run are requested again", file=sys.stderr)
+            if dry_run:
+                missing = [c.messages for c in calls if store is None or c.key not in store]
+                summary.estimate = estimate(backend.model, missing, price_in=price_in, price_out=price_out)
+                return summary
+            with Appender(path) as out:
+                await _play(todo, backend, out, store, concurrency, summary, progress)
+            if summary.written:
+                sort_judgments(path)
+        finally:
+            if store is not None and store is not cache:
+                store.close()
     if summary.failed:
         raise JudgeRunError(summary)
     return summary
@@ -473,12 +482,10 @@ def sort_judgments(path: str | Path) -> None:
     depend on the order in which replies arrived or judge units ran (FastChat's readers ignore the order).
     A file already in order is left untouched."""
     path = Path(path)
-    recs = [rec for _, rec in read_jsonl_lines(path)]
+    recs = [rec for _, rec in read_jsonl_lines(path, missing_ok=True)]
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sorted(recs, key=_match_order))
     if path.read_text(encoding="utf-8") != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, text)
 
 
 def drop_judgments(path: str | Path, models: set[str]) -> int:
@@ -493,10 +500,5 @@ def drop_judgments(path: str | Path, models: set[str]) -> int:
             dropped += 1
         else:
             keep.append(rec)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with JsonlAppender(tmp) as out:
-        for rec in keep:
-            out.write(rec)
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
     return dropped
