@@ -45,8 +45,8 @@ def temperature_for(category: str) -> float:
 
 @dataclass
 class GenerationConfig:
-    """How answers are generated; every field is part of the answers' key (answers made with other
-    settings are never mixed in)."""
+    """How answers are generated; every field but the execution-only ones is part of the answers' key
+    (answers made with other settings are never mixed in)."""
 
     max_new_tokens: int = option(1024, ge=1, help="answer length limit per turn (tokens)")
     batch_size: int = option(16, ge=1, help="prompts per generate call")
@@ -70,8 +70,9 @@ class GenerationConfig:
                                   + (f" (did you mean {', '.join(close)}?)" if close else ""))
 
 
-# Settings that do not change an answer (they are left out of the answers' key).
-_NOT_IN_KEY = ("device", "trust_remote_code")
+# Settings that do not change an answer: where and in what batches it is generated (a question's sampling
+# seed is its own, benchmarks.generation.GumbelSampling), and whether remote code may run.
+EXECUTION_ONLY = ("batch_size", "device", "trust_remote_code")
 
 
 def resolved_dtype(cfg: GenerationConfig) -> str:
@@ -82,18 +83,23 @@ def resolved_dtype(cfg: GenerationConfig) -> str:
     return str(resolve_dtype(cfg.dtype, cfg.device)).removeprefix("torch.")
 
 
+def result_key(cfg: GenerationConfig) -> dict:
+    """What decides an answer besides its checkpoint and question: every generation setting but the
+    execution-only ones, the dtype resolved on this machine. The one definition (reproduce keys by it)."""
+    return {**{k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY}, "dtype": resolved_dtype(cfg)}
+
+
 def answers_key(checkpoint_sha256: str, cfg: GenerationConfig) -> dict:
-    """What an answer depends on: the checkpoint's content and the generation settings, the dtype resolved.
-    Stored in every record (field ``srdpo``), so answers made another way are never mixed into a file."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_KEY}
-    return {"checkpoint_sha256": checkpoint_sha256, **settings, "dtype": resolved_dtype(cfg)}
+    """What an answer depends on: the checkpoint's content and :func:`result_key`. Stored in every record
+    (field ``srdpo``), so answers made another way are never mixed into a file."""
+    return {"checkpoint_sha256": checkpoint_sha256, **result_key(cfg)}
 
 
 def _check_key(path: Path, records: dict[int, dict], key: dict) -> None:
     for qid, rec in records.items():
         have = rec.get("srdpo")
-        if have == key:
-            continue
+        if isinstance(have, dict) and all(have.get(k) == v for k, v in key.items()):
+            continue  # what else an older record holds (a setting that no longer decides answers) is ignored
         if not isinstance(have, dict):
             why = "were not made by this command (no 'srdpo' key)"
         else:

@@ -136,9 +136,30 @@ def register_delta(subparsers) -> None:
 
 
 def _delta(args: argparse.Namespace) -> int:
-    from benchmarks.delta import delta_command
+    """`srdpo-eval delta`: resolve the output path, run compute_delta, print a summary."""
+    import pandas as pd
 
-    return delta_command(args)
+    from benchmarks.delta import DeltaConfig, compute_delta
+    from contracts.ids import model_id_for_checkpoint
+    from contracts.run_dir import RunDir
+    from contracts.settings import FlagSource, apply, given
+
+    cfg = apply(DeltaConfig(), given(args, [f.name for f in fields(DeltaConfig)]), FlagSource())
+    cfg.check()
+    model_id = args.model_id or model_id_for_checkpoint(args.checkpoint)
+    if args.output:
+        output = Path(args.output)
+    elif args.run_dir:
+        output = RunDir(args.run_dir).delta_table(model_id)
+    else:
+        raise UserError("delta: give --output CSV or --run-dir RUN_DIR")
+    table = compute_delta(args.checkpoint, args.pairs, output, cfg=cfg, ref_model=args.ref_model, model_id=model_id)
+    print(f"{len(table)} pairs in {output} (model {model_id}, β={table['beta'].iloc[0] if len(table) else '?'}, "
+          f"{table['reduce'].iloc[0] if len(table) else '?'} log-probs)")
+    cols = [c for c in ("delta", "margin", "reward_margin", "margin_p", "rating_diff") if table[c].notna().any()]
+    with pd.option_context("display.float_format", "{:.4f}".format):
+        print(table[cols].describe().loc[["count", "mean", "std", "min", "max"]].to_string())
+    return 0
 
 
 def _delta_pairs(args: argparse.Namespace) -> int:

@@ -18,8 +18,7 @@ The table is appended chunk by chunk (flushed, fsynced); a rerun computes only t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
-from dataclasses import fields as dataclass_fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +55,19 @@ class DeltaConfig:
             from contracts.settings import ConfigError
 
             raise ConfigError(f"rating_fields: give two names (chosen, rejected), got {list(self.rating_fields)}")
+
+
+# Settings that do not change a table's values: batching, chunks, where it runs, packing (exact), progress.
+EXECUTION_ONLY = ("batch_size", "chunk_size", "device", "packing", "progress")
+
+
+def result_key(cfg: DeltaConfig) -> dict:
+    """What decides a Δπ table besides its checkpoint and pairs: every setting but the execution-only ones,
+    with the precision resolved on this machine. The one definition: reproduce keys its units by it."""
+    from trainer.modeling import resolve_precision
+
+    return {**{k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY},
+            "precision": resolve_precision(cfg.device, cfg.dtype, "auto").key}
 
 
 def _rating(rec: dict, name: str, where: str) -> float:
@@ -266,30 +278,6 @@ def checkpoint_defaults(checkpoint: str | Path) -> dict:
 
         out["data_cfg"] = load_yaml_config(cfg_path).data_config()
     return out
-
-
-def delta_command(args) -> int:
-    """`srdpo-eval delta`: resolve the output path, run :func:`compute_delta`, print a summary."""
-    from contracts.ids import model_id_for_checkpoint
-    from contracts.run_dir import RunDir
-    from contracts.settings import FlagSource, apply, given
-
-    cfg = apply(DeltaConfig(), given(args, [f.name for f in dataclass_fields(DeltaConfig)]), FlagSource())
-    cfg.check()
-    model_id = args.model_id or model_id_for_checkpoint(args.checkpoint)
-    if args.output:
-        output = Path(args.output)
-    elif args.run_dir:
-        output = RunDir(args.run_dir).delta_table(model_id)
-    else:
-        raise UserError("delta: give --output CSV or --run-dir RUN_DIR")
-    table = compute_delta(args.checkpoint, args.pairs, output, cfg=cfg, ref_model=args.ref_model, model_id=model_id)
-    print(f"{len(table)} pairs in {output} (model {model_id}, β={table['beta'].iloc[0] if len(table) else '?'}, "
-          f"{table['reduce'].iloc[0] if len(table) else '?'} log-probs)")
-    cols = [c for c in ("delta", "margin", "reward_margin", "margin_p", "rating_diff") if table[c].notna().any()]
-    with pd.option_context("display.float_format", "{:.4f}".format):
-        print(table[cols].describe().loc[["count", "mean", "std", "min", "max"]].to_string())
-    return 0
 
 
 def pairs_from_answers(answers_a: str | Path, answers_b: str | Path, single_judgments: str | Path,

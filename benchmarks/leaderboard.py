@@ -145,20 +145,27 @@ def _lm_eval_version() -> str:
     return version("lm_eval")
 
 
+# Settings that do not change a score: batching, where it runs, where datasets are cached, whether the hub
+# is asked, and the bootstrap of stderrs (the score is a plain mean).
+EXECUTION_ONLY = ("batch_size", "max_batch_size", "device", "hf_datasets_cache", "offline", "bootstrap_iters")
+
+
+def result_key(cfg: LeaderboardConfig) -> dict[str, Any]:
+    """What decides a model's scores besides its checkpoint: the tasks and their shots, the documents, the
+    backend, the dtype resolved on this machine, the seed, local task files by content, lm-eval's version.
+    The one definition: reproduce keys its units by it, and each (checkpoint, task) result by
+    :func:`result_settings`."""
+    return {"tasks": list(cfg.tasks), "num_fewshot": dict(cfg.num_fewshot), "limit": cfg.limit,
+            "backend": cfg.backend, "dtype": _resolved_dtype(cfg), "seed": cfg.seed,
+            "gen_max_new_tokens": cfg.gen_max_new_tokens, "include_defaults": cfg.include_defaults,
+            "include_sha256": _include_hash(cfg.include_path), "lm_eval_version": _lm_eval_version()}
+
+
 def result_settings(spec: TaskSpec, cfg: LeaderboardConfig, ckpt_hash: str) -> dict[str, Any]:
     """Everything that decides a (checkpoint, task) score; any change means recompute."""
-    return {
-        "checkpoint_sha256": ckpt_hash,
-        "task": {k: v for k, v in asdict(spec).items() if k not in ("label", "title")},  # not display names
-        "limit": cfg.limit,
-        "backend": cfg.backend,
-        "dtype": _resolved_dtype(cfg),
-        "seed": cfg.seed,
-        "gen_max_new_tokens": cfg.gen_max_new_tokens,
-        "include_defaults": cfg.include_defaults,
-        "include_sha256": _include_hash(cfg.include_path),
-        "lm_eval_version": _lm_eval_version(),
-    }
+    task = {k: v for k, v in asdict(spec).items() if k not in ("label", "title")}  # not display names
+    rest = {k: v for k, v in result_key(cfg).items() if k not in ("tasks", "num_fewshot")}  # in ``task``
+    return {"checkpoint_sha256": ckpt_hash, "task": task, **rest}
 
 
 def _resolved_dtype(cfg: LeaderboardConfig) -> str:

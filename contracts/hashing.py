@@ -26,6 +26,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def fingerprint(source: str | Path | None, cache_file: Path | None = None) -> str | None:
+    """What a result computed from ``source`` depends on: a checkpoint directory by its content
+    (:func:`checkpoint_hash`), a file by its sha256, anything else (a hub name, a path not made yet) by
+    its name."""
+    if source is None:
+        return None
+    p = Path(source)
+    if p.is_dir() and any(p.glob("*.safetensors")):
+        return checkpoint_hash(p, cache_file)
+    return sha256_file(p) if p.is_file() else str(source)
+
+
 def checkpoint_hash(path: str | Path, cache_file: Path | None = None) -> str:
     """SHA-256 over a checkpoint directory's content files (names and bytes).
 

@@ -132,51 +132,78 @@ def _describe(tp) -> str:
         tp, getattr(tp, "__name__", str(tp)))
 
 
-def coerce(tp, value, where: str):
-    """``value`` as type ``tp`` (strictly; see the module docstring), or ConfigError naming ``where``."""
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def coerce(tp, value, where: str = "", *, text: bool = False):
+    """``value`` as type ``tp``, or a ConfigError saying "``where``: expected …, got …".
+
+    The one walker over the type grammar (unions, lists, tuples, mappings, bool, int, float, str), for
+    YAML values and (``text``) the text of a command-line flag: there booleans may be yes/no/on/off/1/0,
+    numbers are parsed and a list is comma-separated. YAML values are typed strictly (module docstring).
+    """
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or (text and str(value).lower() in ("none", "null"))):
             return None
-        for a in args:
-            if a is type(None):
-                continue
+        for a in (a for a in args if a is not type(None)):
             try:
-                return coerce(a, value, where)
+                return coerce(a, value, where, text=text)
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+        raise _bad(where, tp, value)
     if is_dataclass(tp):
         raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
-    ok = None
-    if tp is bool:
-        ok = value if isinstance(value, bool) else None
-    elif tp is int:
-        ok = value if isinstance(value, int) and not isinstance(value, bool) else None
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            ok = float(value)
-        elif isinstance(value, str):
-            try:
-                ok = float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
-            except ValueError:
-                ok = None
-    elif tp is str:
-        ok = value if isinstance(value, str) else None
-    elif origin in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            items = [coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-            return tuple(items) if origin is tuple else items
-    elif origin is dict:
-        if isinstance(value, dict):
-            return {coerce(args[0], k, f"{where} key"): coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    else:
-        raise TypeError(f"settings: type {tp!r} is not supported")
+    if origin in (list, tuple):
+        if text and isinstance(value, str):
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _bad(where, tp, value)
+        items = [coerce(args[0], v, f"{where}[{i}]" if where else "", text=text) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if text or not isinstance(value, dict):
+            raise _bad(where, tp, value)
+        return {coerce(args[0], k, f"{where} key"): coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    ok = _scalar(tp, value, text)
     if ok is None:
-        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+        raise _bad(where, tp, value)
     return ok
+
+
+def _scalar(tp, value, text: bool):
+    """``value`` as the scalar type ``tp`` (None: it is not one)."""
+    if tp not in (bool, int, float, str):
+        raise TypeError(f"settings: type {tp!r} is not supported")
+    if tp is str:
+        return value if isinstance(value, str) else None
+    if text and isinstance(value, str):
+        low = value.strip().lower()
+        if tp is bool:
+            return True if low in _TRUE else False if low in _FALSE else None
+        try:
+            return tp(low)
+        except ValueError:
+            return None
+    if isinstance(value, bool):
+        return value if tp is bool else None
+    if tp is int:
+        return value if isinstance(value, int) else None
+    if tp is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _bad(where: str, tp, value) -> ConfigError:
+    return ConfigError(f"{where + ': ' if where else ''}expected {_describe(tp)}, got {value!r}")
 
 
 def check_range(md, value, where: str) -> None:
@@ -242,24 +269,33 @@ def check_required(obj, source: Source, path: tuple[str, ...] = ()) -> None:
             raise ConfigError(f"{source.at((*path, f.name))}: required, but not given")
 
 
-def derive(name: str, base, *, drop=(), extra: tuple = (), optional: bool = False):
-    """A new dataclass with ``base``'s fields (their types, defaults and metadata) minus ``drop``, after
-    the ``extra`` fields ((name, type, field) triples). ``optional``: every derived field defaults to None,
-    meaning "not set here" (e.g. SFT settings that fall back to the training section)."""
-    hints = _hints(base)
-    out = list(extra)
-    for f in fields(base):
-        if f.name in drop:
-            continue
-        md = dict(f.metadata)
-        if optional:
-            md["required"] = False
-            out.append((f.name, hints[f.name] | None, field(default=None, metadata=md)))
-        elif f.default_factory is not MISSING:
-            out.append((f.name, hints[f.name], field(default_factory=f.default_factory, metadata=md)))
-        else:
-            out.append((f.name, hints[f.name], field(default=f.default, metadata=md)))
-    return dataclasses.make_dataclass(name, out)
+def section(base, *, drop=(), optional: bool = False):
+    """Class decorator: the decorated class becomes a dataclass with ``base``'s fields (their types,
+    defaults and metadata) minus ``drop``, followed by its own annotated fields. A reproduce config's
+    sections are declared so (``@section(TrainConfig, ...) class TrainSection:``): each stage's defaults
+    are written once, in the stage. ``optional``: every field taken from ``base`` defaults to None, meaning
+    "not set here" (e.g. SFT settings that fall back to the training section)."""
+
+    def make(cls):
+        hints = _hints(base)
+        out = []
+        for f in fields(base):
+            if f.name in drop:
+                continue
+            md = dict(f.metadata)
+            if optional:
+                md["required"] = False
+                out.append((f.name, hints[f.name] | None, field(default=None, metadata=md)))
+            elif f.default_factory is not MISSING:
+                out.append((f.name, hints[f.name], field(default_factory=f.default_factory, metadata=md)))
+            else:
+                out.append((f.name, hints[f.name], field(default=f.default, metadata=md)))
+        own = dataclasses.dataclass(cls)
+        out += [(f.name, f.type, f) for f in fields(own)]
+        return dataclasses.make_dataclass(cls.__name__, out, namespace={"__doc__": cls.__doc__,
+                                                                        "__module__": cls.__module__})
+
+    return make
 
 
 def values(obj, names=None) -> dict[str, Any]:
@@ -274,43 +310,13 @@ def _flag_type(tp, flag: str):
     """argparse ``type=``: the text of a flag as ``tp`` (lists comma-separated)."""
 
     def parse(text: str):
-        return _parse_text(tp, text, flag)
+        try:
+            return coerce(tp, text, text=True)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = _describe(tp)  # argparse names the type in its message
     return parse
-
-
-def _parse_text(tp, text: str, flag: str):
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        if type(None) in args and text.lower() in ("none", "null"):
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _parse_text(a, text, flag)
-            except argparse.ArgumentTypeError:
-                pass
-        raise argparse.ArgumentTypeError(f"expected {_describe(tp)}, got {text!r}")
-    if tp is bool:
-        low = text.lower()
-        if low in ("true", "yes", "1", "on"):
-            return True
-        if low in ("false", "no", "0", "off"):
-            return False
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    if tp in (int, float):
-        try:
-            return tp(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {_describe(tp)}, got {text!r}") from None
-    if tp is str:
-        return text
-    if origin in (list, tuple):
-        items = [_parse_text(args[0], t.strip(), flag) for t in text.split(",") if t.strip()]
-        return tuple(items) if origin is tuple else items
-    raise argparse.ArgumentTypeError(f"{flag}: cannot be given on the command line")
 
 
 def _default_text(f) -> str:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny.py: the tests' tiny models
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     from benchmarks.fastchat_data import Question, load_questions, resolve_data_dir
     from benchmarks.fastchat_data import load_answers
     from benchmarks.generation import HFGenerator
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     torch.set_num_threads(args.threads)
     qs = load_questions(resolve_data_dir(args.data_dir, "mt_bench"), "mt_bench")[: args.questions]

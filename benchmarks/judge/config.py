@@ -25,6 +25,20 @@ class JudgeConfig:
                                                      "better) is within 0.5 ± this (docs/method.md)")
 
 
+# Settings that do not change a judgment: how the judge is reached (the judge is its model, as in FastChat's
+# file names) and how hard the client tries.
+EXECUTION_ONLY = ("base_url", "api_key_env", "concurrency", "timeout", "max_retries", "connect_failures")
+
+
+def result_key(cfg: JudgeConfig) -> dict:
+    """What decides a judgment besides the answers and the prompt: the judge (its name, a local judge's
+    reply version and tie band). The one definition: reproduce keys its judge units by it."""
+    key = {"judge": judge_name(cfg), "backend": cfg.backend}
+    if cfg.backend == "local":
+        key.update(reply_version=reply_version(cfg), tie_band=cfg.tie_band)
+    return key
+
+
 def local_judge_path(model: str) -> str:
     """A local judge's checkpoint: a directory, or 'default' for the default model (converted once)."""
     if model == "default":

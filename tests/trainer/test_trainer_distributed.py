@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import trainer.train as tm
 from trainer.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = dict(objective="sr-dpo", batch_size=4, learning_rate=1e-3, warmup_steps=0, max_steps=4, save_every=2,
                 device="cpu", max_length=128, max_prompt_length=64, progress=False)
 

@@ -1,6 +1,7 @@
 """Tiny models built locally — random weights and a byte-level BPE tokenizer trained on the spot.
 
-Used by the tests, the CI-sized `reproduce` config and the CPU benchmarks: nothing is downloaded.
+Used by the tests and perf/bench_generation.py: nothing is downloaded. A test fixture, not part of the
+installed package.
 The tokenizer has a ChatML chat template, so the chat-template code paths run as with real models.
 """
 

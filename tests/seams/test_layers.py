@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("contracts", "trainer", "benchmarks", "analysis", "srdpo_eval")  # bottom to top
 
 
@@ -50,3 +50,53 @@ def test_nothing_names_the_team_folder_beside_the_checkout():
             text = p.read_text(errors="ignore")
             hits += [f"{rel}: {n}" for n in needles if n in text]
     assert not hits, hits
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in LAYERS:
+        for p in (ROOT / pkg).rglob("*.py"):
+            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def test_no_import_circle():
+    """Imports at any depth (a function's too) between the project's modules never close a circle."""
+    mods = _modules()
+    graph = {}
+    for m, p in mods.items():
+        names = set()
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        graph[m] = {n for n in names if n in mods and n != m}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m == goal:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+        return False
+
+    circles = sorted((m, d) for m in graph for d in graph[m] if reaches(d, m))
+    assert not circles, f"imports that close a circle (module, import): {circles}"
+
+
+def test_no_function_is_longer_than_a_screen_or_so():
+    """Outside the tests, a function of more than 80 lines is a sign to split it."""
+    long = []
+    for p in ROOT.rglob("*.py"):
+        rel = p.relative_to(ROOT)
+        if rel.parts[0] in ("tests", ".venv", ".git", "build", "runs") or rel.parts[0].endswith(".egg-info"):
+            continue
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{rel}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

@@ -30,7 +30,7 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def models(tiny_model_dir, tmp_path_factory):
     """reference = the tiny model; 'same' = a copy of it (a separate load); 'other' = different weights."""
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("delta-models")
     same = root / "same"

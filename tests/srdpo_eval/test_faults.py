@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from fake_openai import FakeOpenAI, write_answers
 from srdpo_eval.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NO_SPACE = r"no space left on the device.*; free space and rerun the same command: what was finished is kept\n"
 
 

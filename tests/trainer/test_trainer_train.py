@@ -214,7 +214,7 @@ def test_cli_train(tiny_model_dir, toy, tmp_path):
 def test_cuda_bf16_training_steps(toy, tmp_path):
     """On a GPU: bf16 autocast (fp32 master weights), packed pairs on FlexAttention with no fall-back (head_dim
     16: its kernel's least), Sr-DPO learns, Δπ = 0 at step 0 within bf16 noise."""
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model", hidden_size=64, num_heads=4)
     out = tmp_path / "cuda"

@@ -21,7 +21,7 @@ WORDS = "the quick brown fox jumps over lazy dog sea sky poem plant Paris France
 
 @pytest.fixture(scope="module")
 def arch_dirs(tiny_model_dir, tiny_neox_dir, tmp_path_factory):
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     return {"llama": tiny_model_dir, "gpt_neox": tiny_neox_dir,
             "qwen2": build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), arch="qwen2"),
@@ -64,7 +64,7 @@ MODES = {"pairs": PAIRS, "dense": "sdpa", "flex": "flex_attention"}  # mode: the
 def flex_arch_dirs(tmp_path_factory):
     """The four architectures with head_dim 16: FlexAttention's CUDA kernel needs at least 16 (with less it
     fails, and the batcher falls back to dense masks: the flex test would not test flex)."""
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     return {a: build_tiny_model(tmp_path_factory.mktemp(f"flex-{a}"), arch=a, hidden_size=64, num_heads=4)
             for a in ARCHS}

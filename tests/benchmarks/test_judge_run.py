@@ -26,7 +26,7 @@ from contracts.run_dir import RunDir
 
 FAST = dict(backoff_initial=0.01, backoff_max=0.05)
 KEY = "sk-test-DO-NOT-LEAK-7f3a9c21e5"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -233,7 +233,7 @@ def test_the_judge_reply_cache_takes_writers_in_several_processes_at_once(tmp_pa
               "c = JudgeCache(sys.argv[1]); w = sys.argv[2]\n"
               "for i in range(300):\n"
               "    c.put(f'{w}-{i}', 'reply ' * 50); c.put(f'both-{i}', 'same'); assert c.get(f'{w}-{i}')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                          os.environ.get("PYTHONPATH", "")])}
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c.sqlite"), w], env=env,
                               stderr=subprocess.PIPE, text=True) for w in ("a", "b", "c")]

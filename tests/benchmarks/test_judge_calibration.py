@@ -41,7 +41,7 @@ def write_answers(path, questions, text):
 def tiny_model_dir(tmp_path_factory):
     """A tiny judge whose context holds MT-Bench's longest judge prompts whole (the byte-level tokenizer
     spends many tokens on them): a cut prompt would differ from the hand-computed one."""
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-long"), max_positions=8192)
 

@@ -24,13 +24,13 @@ from srdpo_eval.config import load_config
 from srdpo_eval.default_data import load_default_prefs, split_train_eval
 from srdpo_eval.reproduce import reproduce
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory, fastchat_data_dir):
-    from trainer.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     d = tmp_path_factory.mktemp("tiny-reproduce")
     # big enough that a training step takes tens of milliseconds: the kills below must land mid-run

@@ -1,14 +1,19 @@
-"""The shipped default preference data: generated, not drifted, and sane."""
+"""The shipped default preference data: generated (tools/make_default_data.py), not drifted, and sane."""
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from srdpo_eval import default_data as dd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import make_default_data as gen  # noqa: E402  (a tool of the checkout, not of the installed package)
 
 
 @pytest.fixture(scope="module")
@@ -17,16 +22,16 @@ def records():
 
 
 def test_committed_file_is_exactly_the_generator_output(tmp_path):
-    fresh = dd.write_default_prefs(tmp_path / "prefs.jsonl")
+    fresh = gen.write_default_prefs(tmp_path / "prefs.jsonl")
     assert dd.default_prefs_path().read_bytes() == fresh.read_bytes(), (
-        "srdpo_eval/data/default_prefs.jsonl differs from generate_default_prefs(): regenerate it with "
-        "python -c 'from srdpo_eval.default_data import *; write_default_prefs(default_prefs_path())'"
+        "srdpo_eval/data/default_prefs.jsonl differs from tools/make_default_data.py's output: regenerate it "
+        "with python tools/make_default_data.py"
     )
 
 
 def test_generator_is_deterministic_and_seeded():
-    assert dd.generate_default_prefs(0) == dd.generate_default_prefs(0)
-    assert dd.generate_default_prefs(1) != dd.generate_default_prefs(0)
+    assert gen.generate_default_prefs(0) == gen.generate_default_prefs(0)
+    assert gen.generate_default_prefs(1) != gen.generate_default_prefs(0)
 
 
 def test_shape_and_ratings(records):
