@@ -3,7 +3,7 @@ carry signal at that scale.
 
 A run is "toy scale" when any of these holds: a local judge graded it (its records carry the local
 judge's probability fields), the final models saw fewer than ``PAPER_SCALE_PAIRS`` training pairs, or
-fewer MT-Bench questions were judged than the benchmark has. The paper trains on the whole of HH-RLHF
+fewer questions of a bench were judged than it has. The paper trains on the whole of HH-RLHF
 (~160k pairs) or UltraFeedback (~61k) and judges all 80 questions with GPT-4.
 """
 
@@ -11,42 +11,42 @@ from __future__ import annotations
 
 from analysis import style
 from analysis.inputs import Inputs
+from contracts.benches import get_bench
 from contracts.tables import PAIR_CALIBRATED, SINGLE_CALIBRATED
 
 PAPER_SCALE_PAIRS = 10_000  # well under either paper dataset, far above a pipeline check
-MT_BENCH_QUESTIONS = 80
 
 
 def _scale(inputs: Inputs) -> dict:
     """Pairs seen, steps, judges (and whether local), questions judged: what the stored results say."""
     pairs = [int(tr.log["pairs_seen"].max()) for tr in inputs.train.values() if tr.log["pairs_seen"].notna().any()]
     steps = [int(tr.log["step"].max()) for tr in inputs.train.values() if "step" in tr.log]
-    judges, local, questions, same, compared = set(), False, set(), 0, 0
+    judges, local, questions, same, compared = set(), False, {}, 0, 0
     for kind, fields in (("pair", PAIR_CALIBRATED), ("single", SINGLE_CALIBRATED)):
         for (bench, judge), df in getattr(inputs, kind).items():
             judges.add(judge)
             local |= any(f in df.columns for f in fields)
-            if bench == "mt_bench":
-                questions |= set(df["question_id"])
+            questions.setdefault(bench, set()).update(df["question_id"])
             if kind == "pair" and {"g1_user_prompt", "g2_user_prompt"} <= set(df.columns):
                 # both orders showed the same prompt: the two models wrote the same answers
                 same += int((df["g1_user_prompt"] == df["g2_user_prompt"]).sum())
                 compared += len(df)
     return {"pairs": max(pairs) if pairs else None, "steps": max(steps) if steps else None,
             "objectives": sorted({tr.objective for tr in inputs.train.values()}), "judges": sorted(judges),
-            "local": local, "questions": len(questions), "same": same, "compared": compared}
+            "local": local, "questions": {b: len(q) for b, q in questions.items()}, "same": same,
+            "compared": compared}
 
 
 def about(inputs: Inputs) -> str:
     """Markdown: what this run is and how far its numbers can be read."""
     s = _scale(inputs)
     small_data = s["pairs"] is not None and s["pairs"] < PAPER_SCALE_PAIRS
-    few_questions = 0 < s["questions"] < MT_BENCH_QUESTIONS
+    few_questions = any(0 < n < get_bench(b).questions for b, n in s["questions"].items())
     trained = (f"{', '.join(map(style.label, s['objectives']))} trained on {s['pairs']:,} preference pairs each ({s['steps']} "
                "optimizer steps)" if s["pairs"] is not None else "no training logs")
-    judged = (f"{s['questions']} MT-Bench questions judged by {', '.join(s['judges'])}"
-              + (" (a local model's calibrated probabilities)" if s["local"] else "") if s["questions"] else
-              "no MT-Bench judgments")
+    asked = " and ".join(f"{n} {get_bench(b).label} questions" for b, n in s["questions"].items())
+    judged = (f"{asked} judged by {', '.join(s['judges'])}"
+              + (" (a local model's calibrated probabilities)" if s["local"] else "") if asked else "no judgments")
     if not (s["local"] or small_data or few_questions):
         return (f"**What this run is.** {trained}; {judged}. Read every table with its confidence interval; "
                 "the paper's numbers are printed beside ours.")

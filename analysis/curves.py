@@ -12,15 +12,28 @@ from analysis.inputs import PRODUCERS, Inputs, TrainRun
 from analysis.section import Section
 from contracts.tables import LOG_FIELDS, PARAM_FIELDS, TOKEN_FIELDS
 
-# (log column, axis label, scale): accuracies are logged as shares and plotted in percent.
+# (log column, panel title, axis label, scale, runs): accuracies are logged as shares and plotted in percent;
+# each objective's loss over its loss at the first step, so that losses of different scales share one axis;
+# a reference-free objective's margin is ā⁺ − ā⁻ (per-token means, no reference), another quantity than
+# β·m(x), so it gets panels of its own
 TRAIN_METRICS = (
-    ("loss", "loss", 1.0),
-    ("rewards/margins", "reward margin β·m(x)", 1.0),
-    ("rewards/accuracies", "reward accuracy (%)", 100.0),
-    ("delta/mean", "mean Δπ = β·m(p⊕x)", 1.0),
+    ("loss", "Loss, relative to the first step", "loss ÷ loss at step 1", 1.0, "all"),
+    ("rewards/margins", "Reward margin", "β·m(x)", 1.0, "reference"),
+    ("rewards/accuracies", "Reward accuracy", "pairs with β·m(x) > 0 (%)", 100.0, "reference"),
+    ("delta/mean", "Refinement Δπ (Sr- runs)", "mean Δπ = β·m(p⊕x)", 1.0, "reference"),
+    ("rewards/margins", "Reward margin, reference-free objectives", "β·(ā⁺ − ā⁻)", 1.0, "free"),
+    ("rewards/accuracies", "Reward accuracy, reference-free objectives", "pairs with ā⁺ > ā⁻ (%)", 100.0, "free"),
 )
 LOG_COLUMNS = LOG_FIELDS
-PAIRS = tuple((base, sr) for sr, base in objectives.SR_PAIRS)  # (X, Sr-X)
+
+
+def figure1_groups(objectives_in_run) -> list[tuple[str, ...]]:
+    """Figure 1's columns: each (X, Sr-X) present, then the other trained objectives together."""
+    have = list(objectives_in_run)
+    pairs = [(b, s) for s, b in objectives.sr_pairs() if s in have and b in have]
+    rest = [o for o in have if not any(o in p for p in pairs) and objectives.get(o).preference]
+    groups = [tuple(o for o in rest if objectives.get(o).reference), tuple(o for o in rest if not objectives.get(o).reference)]
+    return pairs + [g for g in groups if g]  # the reference-free apart: their margin is another quantity
 
 
 def training_table(runs: dict[str, TrainRun]) -> pd.DataFrame:
@@ -63,9 +76,11 @@ def _linestyle(table: pd.DataFrame, run: str) -> str:
 
 @style.styled
 def figure1_margin_accuracy(table: pd.DataFrame) -> Figure:
-    """Figure 1: average m(x) (nats) and accuracy (% with m(x) > 0) vs pairs seen, X vs Sr-X."""
-    fig, axes = style.new_figure(style.GRID, 2, 2)
-    for col, pair in enumerate(PAIRS):
+    """Figure 1: average m(x) (nats) and accuracy (% with m(x) > 0) vs pairs seen, X beside Sr-X (and a
+    column for the other objectives)."""
+    groups = figure1_groups([o for o in objectives.order() if o in set(table["objective"])]) or [()]
+    fig, axes = style.new_figure((5.5 * max(2, len(groups)), 7.5), 2, max(2, len(groups)))
+    for col, pair in enumerate(groups):
         for obj in pair:
             for run in _runs_of(table, obj):
                 d = table[table["run"] == run].dropna(subset=["pairs_seen"])
@@ -74,21 +89,28 @@ def figure1_margin_accuracy(table: pd.DataFrame) -> Figure:
                     axes[0, col].plot(d["pairs_seen"], d["margin"], **kw)
                 if "accuracy" in d:
                     axes[1, col].plot(d["pairs_seen"], 100 * d["accuracy"], **kw)
-        title = f"{style.label(pair[0])} vs {style.label(pair[1])}"
-        axes[0, col].set(title=title, ylabel="average margin m(x) (nats)")
-        axes[1, col].set(title=title, ylabel="accuracy: m(x) > 0 (%)", xlabel="training pairs seen")
+        title = " vs ".join(map(style.label, pair))
+        free = bool(pair) and not objectives.get(pair[0]).reference
+        m = "ā⁺ − ā⁻" if free else "m(x)"
+        axes[0, col].set(title=title, ylabel=f"average margin {m} (nats{'/token' if free else ''})")
+        axes[1, col].set(title=title, ylabel=f"accuracy: {m} > 0 (%)", xlabel="training pairs seen")
         axes[0, col].set_xlabel("training pairs seen")
         for ax in axes[:, col]:
             if ax.lines:
                 ax.legend()
+    for ax in axes[:, len(groups):].flat:
+        ax.set_axis_off()
     return fig
 
 
 @style.styled
 def figure1_prompted_accuracy(table: pd.DataFrame) -> Figure:
     """Figure 1 (right): for Sr runs, accuracy on x (solid) vs on p⊕x (dashed) against pairs seen."""
-    fig, axes = style.new_figure(style.WIDE, 1, 2)
-    for ax, obj in zip(axes[0], objectives.REFINED):
+    refined = [o for o in objectives.refined() if o in set(table["objective"])]
+    fig, axes = style.new_figure((5.5 * max(2, len(refined)), 4.0), 1, max(2, len(refined)))
+    for ax in axes[0, len(refined):]:
+        ax.set_axis_off()
+    for ax, obj in zip(axes[0], refined):
         for run in _runs_of(table, obj):
             d = table[table["run"] == run].dropna(subset=["pairs_seen"])
             lab = run_label(table, run)
@@ -106,17 +128,21 @@ def figure1_prompted_accuracy(table: pd.DataFrame) -> Figure:
 
 @style.styled
 def training_curves(table: pd.DataFrame) -> Figure:
-    """Loss, reward margin, reward accuracy and mean Δπ against pairs seen, one line per run."""
-    fig, axes = style.new_figure(style.GRID, 2, 2)
-    for ax, (col, ylabel, scale) in zip(axes.flat, TRAIN_METRICS):
+    """Loss (relative to its first step: losses of different objectives differ in scale), reward margin,
+    reward accuracy and mean Δπ against pairs seen, one line per run, one titled panel per metric."""
+    free = {o for o in table["objective"].unique() if o in objectives.OBJECTIVES and not objectives.get(o).reference}
+    panels = [m for m in TRAIN_METRICS if m[4] != "free" or free]
+    fig, axes = style.new_figure((style.GRID[0] * len(panels) / 4, style.GRID[1]) if len(panels) > 4 else style.GRID,
+                                 2, (len(panels) + 1) // 2)
+    for ax, (col, title, ylabel, scale, runs) in zip(axes.T.flat, panels):
         for run in sorted(table["run"].unique()):
             d = table[table["run"] == run].dropna(subset=["pairs_seen"])
-            if col not in d or d[col].isna().all():
-                continue
             obj = d["objective"].iloc[0]
-            ax.plot(d["pairs_seen"], scale * d[col], color=style.color(obj), ls=_linestyle(table, run),
-                    label=run_label(table, run))
-        ax.set(xlabel="training pairs seen", ylabel=ylabel)
+            if col not in d or d[col].isna().all() or (runs != "all" and (obj in free) != (runs == "free")):
+                continue
+            y = d[col] / d[col].iloc[0] if col == "loss" and d[col].iloc[0] else scale * d[col]
+            ax.plot(d["pairs_seen"], y, color=style.color(obj), ls=_linestyle(table, run), label=run_label(table, run))
+        ax.set(xlabel="training pairs seen", ylabel=ylabel, title=title)
         if ax.lines:
             ax.legend()
         else:
@@ -180,7 +206,7 @@ def table5_training_time(runs: dict[str, TrainRun]) -> pd.DataFrame:
                                      "tokens_no_grad_per_pair", "gflops_per_pair", "wall_time_h", "step_time_s",
                                      "device", "dtype", "finished"])
     flops = {o: d["gflops_per_pair"].mean() for o, d in df.groupby("objective")}
-    base_of = {o: objectives.OBJECTIVES[o].base for o in objectives.REFINED}
+    base_of = {sr: base for sr, base in objectives.sr_pairs()}
     ratios = []
     for r in df.itertuples():
         base = base_of.get(r.objective)
@@ -205,14 +231,14 @@ def training_section(inputs: Inputs) -> Section:
     sec.tables["table5_training_time"] = table5_training_time(inputs.train)
     sec.main_tables = ("table5_training_time",)
     sec.figures["figure1_margin_accuracy"] = figure1_margin_accuracy(table)
-    if table["objective"].isin(objectives.REFINED).any():
+    if table["objective"].isin(objectives.refined()).any():
         sec.figures["figure1_prompted_accuracy"] = figure1_prompted_accuracy(table)
     else:
         sec.notes.append("no Sr-DPO / Sr-IPO run: the accuracy on p⊕x panel is skipped")
     sec.figures["training_curves"] = training_curves(table)
-    missing = [o for pair in PAIRS for o in pair if o not in set(table["objective"])]
-    if missing:
-        sec.notes.append(f"no training log for {', '.join(map(style.label, missing))}")
+    unpaired = [s for s, b in objectives.sr_pairs() if (s in set(table["objective"])) != (b in set(table["objective"]))]
+    if unpaired:
+        sec.notes.append(f"trained without its Sr- partner or base: {', '.join(map(style.label, unpaired))}")
     sec.text = ("Margins m(x) are in nats (no β); accuracies are shares of the batch with m > 0. "
                 "Table 5: `flops_ratio` is Sr-X's model FLOPs per pair over X's, from the tokens each step "
                 "forwarded (with gradient: 6 FLOPs per parameter and token; the no-grad p ⊕ x pass: 2), "

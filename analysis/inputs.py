@@ -128,6 +128,19 @@ class Inputs:
             return None
         return max(same, key=lambda e: (e.pairs_seen or -1, is_final(e), e.step or -1))
 
+    def start(self) -> ModelEntry | None:
+        """The model training started from (contracts.ids.START_ID), if the run has it."""
+        from contracts.ids import START_ID
+
+        return next((e for e in self.models if e.model_id == START_ID), None)
+
+    def objectives(self) -> list[str]:
+        """The trained objectives of the run that have a final model, in the registry's order."""
+        from contracts import objectives
+
+        have = {e.objective for e in self.models}
+        return [o for o in objectives.order() if o in have and objectives.get(o).preference]
+
     def checkpoints(self, objective: str) -> list[ModelEntry]:
         """The main run's checkpoints of an objective with a known pairs_seen, in training order."""
         main = self.main(objective)

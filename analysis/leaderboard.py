@@ -29,7 +29,7 @@ def annotated_scores(inputs: Inputs) -> pd.DataFrame:
 def table3(inputs: Inputs, scores: pd.DataFrame) -> pd.DataFrame:
     """Table 3: one row per objective's final model, the six tasks and their mean, the paper's mean."""
     rows = []
-    for obj in objectives.OBJECTIVES:  # the paper's order: SFT, DPO, IPO, Sr-DPO, Sr-IPO
+    for obj in objectives.OBJECTIVES:  # the registry's order: the paper's is SFT, DPO, IPO, Sr-DPO, Sr-IPO
         e = inputs.main(obj)
         hit = scores[scores[SCORES_INDEX] == e.model_id] if e else scores.iloc[0:0]
         if len(hit):
@@ -43,23 +43,24 @@ def table3(inputs: Inputs, scores: pd.DataFrame) -> pd.DataFrame:
 
 @style.styled
 def figure3(inputs: Inputs, scores: pd.DataFrame) -> Figure:
-    """Figure 3: each task's score (%) against training pairs seen, one line per objective; SFT dashed."""
+    """Figure 3: each task's score (%) against training pairs seen, one line per objective; the start dashed."""
     tasks = [t for t in LEADERBOARD_TASKS if scores[t.name].notna().any()]
     ncols = 3
     nrows = max(1, -(-len(tasks) // ncols))
     fig, axes = style.new_figure((11.0, 3.4 * nrows), nrows, ncols)
-    sft = inputs.main("sft")
-    sft_row = scores[scores[SCORES_INDEX] == sft.model_id] if sft else scores.iloc[0:0]
+    start = inputs.start()
+    start_row = scores[scores[SCORES_INDEX] == start.model_id] if start else scores.iloc[0:0]
     for ax, task in zip(axes.flat, tasks):
-        for obj in objectives.ORDER:
-            if obj not in objectives.PREFERENCE:
+        for obj in objectives.order():
+            if not objectives.get(obj).preference:
                 continue
             ids = {e.model_id: e.pairs_seen for e in inputs.checkpoints(obj)}
             d = scores[scores[SCORES_INDEX].isin(ids)].assign(x=lambda f: f[SCORES_INDEX].map(ids)).sort_values("x")
             if len(d):
                 ax.plot(d["x"], d[task.name], color=style.color(obj), marker="o", ms=3, label=style.label(obj))
-        if len(sft_row):
-            ax.axhline(sft_row[task.name].iloc[0], color=style.color("sft"), ls="--", lw=1, label="SFT")
+        if len(start_row):
+            ax.axhline(start_row[task.name].iloc[0], color=style.color(start.objective), ls="--", lw=1,
+                       label=style.label(start.objective))
         ax.set(title=task.title, xlabel="training pairs seen", ylabel="score (%)")
         if ax.lines:
             ax.legend()
@@ -82,7 +83,7 @@ def leaderboard_section(inputs: Inputs) -> Section:
         sec.main_tables = ("table3_leaderboard",)
     else:
         sec.notes.append("Table 3 skipped: no final model of any objective in scores.csv")
-    if any(inputs.checkpoints(o) for o in objectives.PREFERENCE):
+    if any(inputs.checkpoints(o) for o in objectives.preference()):
         sec.figures["figure3_leaderboard"] = figure3(inputs, scores)
     else:
         sec.notes.append("Figure 3 skipped: no checkpoints with a known number of pairs seen")

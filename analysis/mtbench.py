@@ -12,9 +12,6 @@ from analysis.section import Section
 from contracts import objectives
 from contracts.ids import safe_name
 
-OBJECTIVES = tuple(o for o in objectives.ORDER if objectives.OBJECTIVES[o].trainable)
-
-
 def score_table(inputs: Inputs, df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Turn 1 / turn 2 / overall mean score (1–10) per model with the overall's bootstrap CI over
     questions, its objective and pairs seen."""
@@ -33,8 +30,8 @@ def category_table(inputs: Inputs, df: pd.DataFrame, bench: str, data_dir=None) 
 
     cats = results.mt_bench_category_scores(df, data_dir=data_dir, bench=bench)
     rows = []
-    for obj in OBJECTIVES:
-        e = inputs.main(obj)
+    for obj in objectives.order():
+        e = inputs.main(obj) if objectives.get(obj).trainable else None
         if e is not None and e.model_id in cats.index:
             rows.append(pd.Series(cats.loc[e.model_id], name=obj))
     out = pd.DataFrame(rows)

@@ -20,7 +20,6 @@ WIDE = (11.0, 4.0)  # a row of panels
 GRID = (11.0, 7.5)  # 2 × 2 or 2 × 3 panels
 
 # One colour and one display name per objective, from the registry (contracts.objectives).
-OBJECTIVE_ORDER = objectives.ORDER
 BENCH_NAMES = {b.name: b.label for b in BENCHES.values()}
 OUTCOME_COLORS = {"win": "#1b9e77", "tie": "#bdbdbd", "loss": "#d95f02"}
 

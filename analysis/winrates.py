@@ -13,10 +13,6 @@ from analysis.section import Section
 from contracts import objectives
 from contracts.run_dir import ModelEntry
 
-SR_PAIRS = objectives.SR_PAIRS  # (Sr-X, X)
-# The paper's Table 2: each Sr objective against its base, then against the other bases.
-TABLE2_PAIRS = (*SR_PAIRS, *[(sr, b) for sr, _ in SR_PAIRS for _, b in SR_PAIRS if (sr, b) not in SR_PAIRS])
-TRAINED = tuple(o for o in objectives.ORDER if o in objectives.PREFERENCE)  # dpo sr-dpo ipo sr-ipo
 # n_identical: judged turns where both answers are the same text (a tie whatever the judge); in percent
 # from "win" on; p_a: a local judge's mean P(A better) over both orders (NaN for FastChat's records)
 COLUMNS = ["bench", "judge", "model_a", "model_b", "n", "n_identical", "win", "tie", "loss", "win_rate",
@@ -45,14 +41,22 @@ def compare(df: pd.DataFrame, bench: str, judge: str, a: str, b: str, *, n_boot:
     return row
 
 
+def final_pairs(inputs: Inputs, df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(objective A, objective B) of every comparison judged between two objectives' final models, as judged
+    (A = model_1): each Sr-X against X first, in the registry's order, then the rest."""
+    final = {inputs.main(o).model_id: o for o in inputs.objectives()}
+    judged = dict.fromkeys((final[a], final[b]) for a, b in zip(df["model_1"], df["model_2"])
+                           if a in final and b in final)
+    first = [p for p in objectives.sr_pairs() if p in judged]
+    return first + [p for p in judged if p not in first]
+
+
 def table2(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Table 2: the final models head to head (Sr-DPO vs DPO, ...) per benchmark/judge, beside the paper."""
     rows = []
     for (bench, judge), df in inputs.pair.items():
-        for oa, ob in TABLE2_PAIRS:
+        for oa, ob in final_pairs(inputs, df):
             ea, eb = inputs.main(oa), inputs.main(ob)
-            if ea is None or eb is None:
-                continue
             row = compare(df, bench, judge, ea.model_id, eb.model_id, n_boot=n_boot, seed=seed)
             if row is None:
                 continue
@@ -67,7 +71,7 @@ def table2(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame
 def lambda_table(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Figure 2a data: each final Sr-X model (one per λ, same β and pairs seen as X) against X."""
     rows = []
-    for sr, base in SR_PAIRS:
+    for sr, base in objectives.sr_pairs():
         eb = inputs.main(base)
         if eb is None:
             continue
@@ -96,16 +100,16 @@ def training_winrate_table(inputs: Inputs, baseline: str | None = None, *, n_boo
     and, per matching pairs seen, Sr-X against X (the paper's Figure 2b, ``vs = 'X'``)."""
     rows = []
     if baseline is None:
-        base = inputs.main("sft") or inputs.main("dpo")
+        base = inputs.start() or next((inputs.main(o) for o in inputs.objectives()), None)
         baseline = base.model_id if base else None
     for (bench, judge), df in inputs.pair.items():
-        for obj in TRAINED:
+        for obj in inputs.objectives():
             for e in inputs.checkpoints(obj):
                 if baseline is not None:
                     row = compare(df, bench, judge, e.model_id, baseline, n_boot=n_boot, seed=seed)
                     if row is not None:
                         rows.append({"objective": obj, "vs": "baseline", "pairs_seen": e.pairs_seen, **row})
-        for sr, base_obj in SR_PAIRS:
+        for sr, base_obj in objectives.sr_pairs():
             at = {e.pairs_seen: e for e in inputs.checkpoints(base_obj)}
             for e in inputs.checkpoints(sr):
                 if e.pairs_seen in at:
@@ -150,7 +154,7 @@ def lambda_figure(lt: pd.DataFrame) -> Figure:
     fig, axes = style.new_figure((5.0 * len(panels), 3.8), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
         d = lt[(lt["bench"] == bench) & (lt["judge"] == judge)]
-        for obj, base in SR_PAIRS:
+        for obj, base in objectives.sr_pairs():
             o = d[d["objective"] == obj].sort_values("lam")
             if len(o):
                 err = [o["adjusted_win_rate"] - o["adjusted_ci_low"], o["adjusted_ci_high"] - o["adjusted_win_rate"]]
@@ -171,7 +175,7 @@ def training_winrate_figure(wt: pd.DataFrame, vs: str) -> Figure:
     fig, axes = style.new_figure((5.0 * len(panels), 3.8), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
         d = d_all[(d_all["bench"] == bench) & (d_all["judge"] == judge)]
-        for obj in TRAINED:
+        for obj in objectives.order():
             o = d[d["objective"] == obj].sort_values("pairs_seen")
             if len(o):
                 who = (f"vs {o['model_b'].iloc[0]}" if vs == "baseline"

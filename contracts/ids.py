@@ -80,7 +80,9 @@ def judge_id(backend: str, model: str | Path, precision: str | None = None) -> s
     """The judge's name in judgment files: the API model name, or ``local-<model id>`` for a local judge,
     with ``-bf16`` / ``-fp16`` when it runs in that ``precision`` (its probabilities differ from float32's,
     so a GPU's and a CPU's judgments never share a file or a table)."""
-    if backend == "local":
+    from contracts.judges import get_judge_backend
+
+    if get_judge_backend(backend).local:
         suffix = PRECISION_SUFFIX.get(precision or "float32", "")
         return f"local-{safe_name(model_id_for_checkpoint(model))}" + (f"-{suffix}" if suffix else "")
     return str(model)

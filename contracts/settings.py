@@ -27,17 +27,20 @@ class ConfigError(UserError):
 
 
 def option(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", choices=None,
-           ge: float | None = None, gt: float | None = None, le: float | None = None, flags: tuple[str, ...] = (),
+           ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+           flags: tuple[str, ...] = (),
            flag: str | None = None, cli: bool = True, action: str | None = None, metavar: str | None = None,
            required: bool = False, valid=None):
     """A dataclass field with what a flag, a YAML key and their validation need to know.
 
-    ``choices``/``ge``/``gt``/``le`` are checked on every value (on each element of a list);
+    ``choices``/``ge``/``gt``/``le``/``lt`` are checked on every value (on each element of a list; ``choices``
+    may be a function that gives them when asked, e.g. a registry's names);
     ``flag``: the flag's name (default ``--field-name``); ``flags``: extra spellings; ``cli=False``: no
     flag; ``action``: "store_true"/"store_false" for a bare switch; ``required``: the value must be set
     (a None default means "not given"); ``valid``: value → None if fine, else what is wrong with it.
     """
-    md = dict(help=help, choices=tuple(choices) if choices else None, ge=ge, gt=gt, le=le, flags=tuple(flags),
+    md = dict(help=help, choices=choices if callable(choices) else tuple(choices) if choices else None, ge=ge, gt=gt,
+              le=le, lt=lt, flags=tuple(flags),
               flag=flag, cli=cli, action=action, metavar=metavar, required=required, valid=valid)
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=md)
@@ -206,6 +209,11 @@ def _bad(where: str, tp, value) -> ConfigError:
     return ConfigError(f"{where + ': ' if where else ''}expected {_describe(tp)}, got {value!r}")
 
 
+def choices_of(md) -> tuple | None:
+    c = md.get("choices")
+    return tuple(c()) if callable(c) else c
+
+
 def check_range(md, value, where: str) -> None:
     """The field's choices and bounds, on a value or on each element of a list."""
     if value is None:
@@ -213,15 +221,17 @@ def check_range(md, value, where: str) -> None:
     problem = md.get("valid") and md["valid"](value)
     if problem:
         raise ConfigError(f"{where}: {problem}, got {value!r}")
+    choices = choices_of(md)
     for i, v in enumerate(value if isinstance(value, (list, tuple)) else [value]):
         at = f"{where}[{i}]" if isinstance(value, (list, tuple)) else where
-        if md.get("choices") and v not in md["choices"]:
-            raise ConfigError(f"{at}: {v!r} is not one of {', '.join(map(str, md['choices']))}")
+        if choices and v not in choices:
+            raise ConfigError(f"{at}: {v!r} is not one of {', '.join(map(str, choices))}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            for op, bound, text in (("ge", md.get("ge"), ">="), ("gt", md.get("gt"), ">"), ("le", md.get("le"), "<=")):
+            for op, text in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                bound = md.get(op)
                 if bound is None:
                     continue
-                good = v >= bound if op == "ge" else v > bound if op == "gt" else v <= bound
+                good = {"ge": v >= bound, "gt": v > bound, "le": v <= bound, "lt": v < bound}[op]
                 if not good:
                     raise ConfigError(f"{at}: must be {text} {bound:g}, got {v!r}")
 
@@ -345,9 +355,11 @@ def add_flags(parser, cls, *, skip=(), only=None) -> list[str]:
         if is_dataclass(tp):
             continue
         names = [md.get("flag") or f"--{f.name.replace('_', '-')}", *md.get("flags", ())]
-        helptext = (md.get("help") or "") + _default_text(f)
-        if md.get("choices"):
-            helptext += f" [{'|'.join(map(str, md['choices']))}]"
+        # a switch's default is its absence, and a help that names its default needs it once
+        said = md.get("action") or "default" in (md.get("help") or "")
+        helptext = (md.get("help") or "") + ("" if said else _default_text(f))
+        if choices_of(md):
+            helptext += f" [{'|'.join(map(str, choices_of(md)))}]"
         kw: dict[str, Any] = dict(dest=f.name, default=None, help=helptext.replace("%", "%%"))
         if md.get("action") in ("store_true", "store_false"):
             kw["action"] = md["action"]

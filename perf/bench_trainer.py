@@ -321,6 +321,7 @@ def main() -> None:
 def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[dict]]) -> None:
     import torch
 
+    from contracts.objectives import needs_refine
     from trainer.modeling import load_tokenizer
     from trainer.packing import pack
     from trainer.train import epoch_batches, load_pairs
@@ -349,7 +350,7 @@ def report(args, size: str, work: Path, names: list[str], runs: dict[str, list[d
                   "peak_gib": max(r["peak"] for r in runs[v]) / 2**30, "runs": [r["times"] for r in runs[v]],
                   "attention": runs[v][0].get("attention", "trl"), "fallbacks": runs[v][0].get("fallbacks", {})}
         if peak_tf:
-            flops = model_flops(pairs, steps, size, vocab, VARIANTS[v][1] == "sr-dpo")
+            flops = model_flops(pairs, steps, size, vocab, needs_refine(VARIANTS[v][1]))
             res[v]["mfu"] = flops / statistics.median(per_run) / (peak_tf * 1e12)
     mem = "CUDA max allocated" if cuda else "peak RSS"
     lens = [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs]

@@ -27,7 +27,7 @@ from benchmarks.answers import GenerationConfig
 from benchmarks.delta import DeltaConfig
 from benchmarks.judge.config import JudgeConfig
 from benchmarks.leaderboard import LeaderboardConfig
-from contracts import objectives
+from contracts import judges, objectives
 from contracts.benches import BENCHES
 from contracts.settings import ConfigError, NamedSource, YamlSource, apply, load_yaml, option, section
 from trainer.config import PER_RUN, TrainConfig
@@ -39,8 +39,9 @@ _RUN_SPECIFIC = tuple(k for k in PER_RUN if k != "lam")
 class TrainSection:
     """`train:`: every training option (trainer.config.TrainConfig) but the per-run ones, for all runs."""
 
-    objectives: list[str] = option(default_factory=lambda: list(objectives.PREFERENCE), choices=objectives.PREFERENCE,
-                                   help="the objectives to train")
+    objectives: list[str] = option(default_factory=lambda: list(objectives.PAPER), choices=objectives.preference,
+                                   help="the objectives to train (any of contracts.objectives; default: the paper's "
+                                        "four)")
     lam_sweep: list[float] = option(default_factory=list, ge=0, help="extra Sr runs at these λ (Figure 2a; 0 included)")
     # None: train in this process. Else the torchrun prefix that runs `srdpo-eval train` on several GPUs,
     # e.g. "torchrun --nproc_per_node 8" (DDP; with fsdp: true, FSDP).
@@ -89,14 +90,15 @@ class DeltaSection:
 class JudgeSection:
     """`judge:`: benchmarks.judge.config.JudgeConfig, the backend decided by the environment, what to judge."""
 
-    backend: str = option("auto", choices=("auto", "openai", "local"),
-                          help="auto: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else local")
+    backend: str = option("auto", choices=lambda: ("auto", *judges.names()),
+                          help="auto: the OpenAI-compatible judge when OPENAI_API_KEY or OPENAI_BASE_URL is set, else "
+                               "the local one")
     model: str = option("gpt-4", help="the OpenAI-compatible judge model")
     local_model: str | None = option(None, help="the local judge's checkpoint; default: the default model")
     single: bool = option(True, help="MT-Bench single grading (scores per model)")
-    # head-to-head pairs (the paper's Table 2)
-    pairs: list[list[str]] = option(default_factory=lambda: [["sr-dpo", "dpo"], ["sr-ipo", "ipo"], ["sr-dpo", "ipo"],
-                                                             ["sr-ipo", "dpo"]])
+    # head-to-head pairs (the paper's Table 2); None: derived from the objectives trained (srdpo_eval.units)
+    pairs: list[list[str]] | None = option(None, help="[A, B] pairs judged head to head (default: every Sr-X "
+                                                      "against X, and against the other bases, as the paper)")
     baseline: str | None = option("sft", help="also judge every model against this one (win-rate curves)")
 
 
@@ -128,7 +130,7 @@ class ReproduceConfig:
 
 def validate(cfg: ReproduceConfig, where: str = "config") -> ReproduceConfig:
     """Checks across keys (each key's type and range were checked as it was read)."""
-    for pair in cfg.judge.pairs:
+    for pair in cfg.judge.pairs or []:
         if len(pair) != 2:
             raise ConfigError(f"{where}: judge.pairs: each entry must be [A, B], got {pair!r}")
     t = cfg.train
@@ -162,7 +164,7 @@ def judge_backend_kind(cfg: ReproduceConfig, env: dict[str, str] | None = None) 
     env = os.environ if env is None else env
     if cfg.judge.backend != "auto":
         return cfg.judge.backend
-    return "openai" if (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") or cfg.judge.base_url) else "local"
+    return judges.auto(bool(env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") or cfg.judge.base_url))
 
 
 def to_dict(cfg: ReproduceConfig) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from contracts import ids, objectives
 from contracts.errors import UserError
 from contracts.files import write_text
+from contracts.judges import get_judge_backend
 from contracts.run_dir import RunDir
 from contracts.settings import values
 from srdpo_eval.config import ReproduceConfig, judge_backend_kind
@@ -135,13 +136,11 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
     cfg = ctx.cfg
     names = {f.name for f in fields(TrainConfig)}
     opts = values(cfg.train, names)
-    if objective == "sft":
+    if objectives.get(objective).kind == objectives.NLL:
         opts.update({k: v for k, v in values(cfg.sft, names).items() if v is not None})
         opts.update(data=cfg.sft.data or ctx.data, model=ctx.base_model)
-    else:
-        # λ does not enter DPO/IPO, so it is kept out of their settings (and unit keys)
-        opts.update(data=ctx.data, model=ctx.model, ref_model=ctx.ref_model,
-                    lam=lam if objectives.needs_refine(objective) else 0.0)
+    else:  # (settings an objective's loss does not read stay out of its key: trainer.config.result_settings)
+        opts.update(data=ctx.data, model=ctx.model, ref_model=ctx.ref_model, **({"lam": lam} if lam is not None else {}))
     tcfg = TrainConfig(**opts, objective=objective, split=cfg.data_split, output=str(ctx.rd.train(run)),
                        ref_cache_dir=str(ctx.rd.refcache), resume=True)
     tcfg.check()
@@ -150,7 +149,7 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
 
 def train_inputs(ctx: Context, objective: str) -> dict:
     """A training run's inputs as its key names them (trainer.config.result_key)."""
-    if objective == "sft":
+    if objectives.get(objective).kind == objectives.NLL:
         return {"model": ctx.identity["base_model"], "ref_model": ctx.identity["base_model"],
                 "data": ctx.identity["sft_data"] or ctx.identity["data"]}
     return {k: ctx.identity[k] for k in ("model", "ref_model", "data")}
@@ -167,7 +166,7 @@ def judge_config(ctx: Context):
     from benchmarks.judge.config import JudgeConfig
 
     j = ctx.cfg.judge
-    model = j.model if ctx.judge_kind == "openai" else (j.local_model or ctx.base_model)
+    model = (j.local_model or ctx.base_model) if get_judge_backend(ctx.judge_kind).local else j.model
     return stage_config(JudgeConfig, j, backend=ctx.judge_kind, model=model)
 
 
@@ -226,9 +225,9 @@ def launch_commands(ctx: Context) -> dict[str, list[str]]:
     """Unit name → the command ``train.launcher`` runs for it (empty when training runs in this process)."""
     if not ctx.cfg.train.launcher:
         return {}
-    runs = [("sft", "sft", None)] if ctx.cfg.sft.enabled else []
+    runs = [("sft", objectives.sft(), None)] if ctx.cfg.sft.enabled else []
     out = {f"train/{r[0]}": launch_command(ctx, train_config(ctx, *r)) for r in runs + run_names(ctx.cfg)}
-    pref = [r for r in run_names(ctx.cfg) if objectives.get(r[1]).preference]
+    pref = [r for r in run_names(ctx.cfg) if objectives.get(r[1]).reference]
     if pref:
         out["reference"] = launch_command(ctx, train_config(ctx, *pref[0]), reference_only=True)
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 from contracts.benches import get_bench
+from contracts.judges import get_judge_backend
 from srdpo_eval import context as C
 from srdpo_eval.context import Context
 from srdpo_eval.manifest import Manifest, Unit, plan
@@ -26,7 +27,7 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
         print(f"  {action:6s} {u.name:{width}s}  {u.describe}")
         if u.name in launches and action != "skip":
             print(f"  {'':6s} {'':{width}s}  $ {shlex.join(launches[u.name])}")
-    runs = [(u, a) for u, a in plan(units1, manifest) if u.stage in ("sft", "train")]
+    runs = [(u, a) for u, a in plan(units1, manifest) if u.name.startswith("train/")]
     todo = sum(a != "skip" for _, a in runs)
     print(f"training: {todo} runs x {expected_steps(ctx)} steps of {ctx.cfg.train.batch_size} pairs"
           + (f" ({len(runs) - todo} already finished)" if todo < len(runs) else "") if todo else
@@ -42,6 +43,7 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
 
     calls = cached = counted = 0
     notes = []
+    judge = get_judge_backend(ctx.judge_kind)
     actions = {u.name: a for u, a in plan(units, manifest)}
     for u in (u for u in units if u.stage == "judge" and actions[u.name] != "skip"):
         bench = u.key["bench"]
@@ -53,7 +55,7 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
                                      else dict(models=models))
             calls += summary.calls_needed
             cached += summary.calls_cached
-            if summary.estimate is not None and ctx.judge_kind == "openai":
+            if summary.estimate is not None and judge.served:
                 e = summary.estimate
                 notes.append(f"{u.name}: {e.calls} calls, ~{e.prompt_tokens:,} prompt + {e.completion_tokens:,} "
                              f"completion tokens" + (f", about ${e.cost_usd:,.2f}" if e.cost_usd is not None else ""))
@@ -64,11 +66,11 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
             notes.append(f"{bench}: data not available ({e})")
             continue
         # a local judge grades each question and turn once more, against the content-free answer
-        n = n_q * get_bench(bench).turns * (2 if mode == "pairwise" else len(models) + (ctx.judge_kind == "local"))
+        n = n_q * get_bench(bench).turns * (2 if mode == "pairwise" else len(models) + judge.calibrated)
         calls += n
         counted += n
     line = f"judge ({ctx.judge_kind}: {ctx.judge_model}): {calls} calls to make, {cached} of them cached"
-    price = price_for(ctx.judge_model) if ctx.judge_kind == "openai" else None
+    price = price_for(ctx.judge_model) if judge.served else None
     if counted and price:
         # answers not generated yet: assume FastChat-sized prompts (~1,200 tokens in, ~300 out)
         usd = counted * (1200 * price[0] + 300 * price[1]) / 1e6

@@ -36,11 +36,11 @@ def phase1_units(ctx: Context) -> list[Unit]:
 
     units, runs = [], C.run_names(ctx.cfg)
     if ctx.cfg.sft.enabled:
-        tcfg = C.train_config(ctx, "sft", "sft", None)
-        units.append(Unit("train/sft", "sft", result_key(tcfg, C.train_inputs(ctx, "sft")),
+        tcfg = C.train_config(ctx, "sft", objectives.sft(), None)
+        units.append(Unit("train/sft", "sft", result_key(tcfg, C.train_inputs(ctx, objectives.sft())),
                           lambda t=tcfg: _run_training(ctx, t), clear=lambda: remove_path(ctx.rd.train("sft")),
                           describe=f"SFT of {ctx.base_model} on the chosen answers"))
-    if any(objectives.get(o).preference for _, o, _ in runs):
+    if any(objectives.get(o).reference for _, o, _ in runs):
         units.append(_reference_unit(ctx, runs))
     steps = expected_steps(ctx)  # reads the data once, for the descriptions
     for run, objective, lam in runs:
@@ -84,7 +84,7 @@ def _reference_unit(ctx: Context, runs: list[tuple[str, str, float | None]]) -> 
     reference pass, whose cache entry every run then finds."""
     from trainer.config import reference_key
 
-    name, objective, lam = next(r for r in runs if objectives.get(r[1]).preference)
+    name, objective, lam = next(r for r in runs if objectives.get(r[1]).reference)
     tcfg = C.train_config(ctx, name, objective, lam)
 
     def run():
@@ -105,12 +105,17 @@ def expected_steps(ctx: Context) -> int | str:
     t = ctx.cfg.train
     if t.max_steps:
         return t.max_steps
-    if not Path(ctx.data).exists():  # a hub dataset: a plan does not go online (nor wait for it offline)
-        return "?"
     try:
-        from trainer.data import load_preference_data
+        if ctx.cfg.data == "default":  # a dry run has not written the split: count it in memory
+            from srdpo_eval.default_data import load_default_prefs, split_train_eval
 
-        n = len(load_preference_data(ctx.data, split=ctx.cfg.data_split))
+            n = len(split_train_eval(load_default_prefs())[0])
+        elif not Path(ctx.data).exists():  # a hub dataset: a plan does not go online (nor wait offline)
+            return "?"
+        else:
+            from trainer.data import load_preference_data
+
+            n = len(load_preference_data(ctx.data, split=ctx.cfg.data_split))
     except Exception:  # noqa: BLE001 — an estimate only; online datasets are not opened for a plan
         return "?"
     n = min(n, t.max_pairs or n)
@@ -122,7 +127,7 @@ def expected_steps(ctx: Context) -> int | str:
 
 def trained_models(ctx: Context) -> list[ModelEntry]:
     """The initial policy plus every checkpoint the runs wrote (from their srdpo_info.json)."""
-    entries = [ModelEntry(START_ID, ctx.model, "sft", step=0, pairs_seen=0)]
+    entries = [ModelEntry(START_ID, ctx.model, objectives.sft(), step=0, pairs_seen=0)]
     for run, _, _ in C.run_names(ctx.cfg):
         entries += checkpoints_of_run(ctx.rd.train(run))
     return entries
@@ -130,7 +135,7 @@ def trained_models(ctx: Context) -> list[ModelEntry]:
 
 def expected_models(ctx: Context) -> list[ModelEntry]:
     """What trained_models will find, from the config alone (for --dry-run before training)."""
-    entries = [ModelEntry(START_ID, ctx.model, "sft", step=0, pairs_seen=0)]
+    entries = [ModelEntry(START_ID, ctx.model, objectives.sft(), step=0, pairs_seen=0)]
     steps = expected_steps(ctx)
     every = ctx.cfg.train.save_every
     for run, objective, lam in C.run_names(ctx.cfg):
@@ -149,13 +154,22 @@ def bench_models(ctx: Context, models: list[ModelEntry]) -> list[ModelEntry]:
     return [m for m in models if m.model_id == START_ID or m.model_id == m.run]
 
 
+def default_pairs(trained: list[str]) -> list[tuple[str, str]]:
+    """Head-to-head comparisons for the objectives trained: each Sr-X against X, then the paper's
+    cross pairs (Table 2: Sr-DPO vs IPO, Sr-IPO vs DPO) among its own objectives — not every Sr- against
+    every base, which would grow with the square of the objectives."""
+    srs = [(sr, base) for sr, base in objectives.sr_pairs() if sr in trained and base in trained]
+    paper = [p for p in srs if set(p) <= set(objectives.PAPER)]
+    return srs + [(sr, b) for sr, _ in paper for _, b in paper if (sr, b) not in srs]
+
+
 def judge_pairs(ctx: Context, models: list[ModelEntry]) -> list[tuple[str, str]]:
     """Head-to-head pairs: the config's (final models), the same pairs at every shared number of
     training pairs (win rate over training), Sr-X at each λ vs X (Figure 2a), everything vs baseline."""
     have = {m.model_id for m in models}
     by_run_pairs = {(m.run, m.pairs_seen): m.model_id for m in models if m.run}
     out: list[tuple[str, str]] = []
-    for a, b in ctx.cfg.judge.pairs:
+    for a, b in ctx.cfg.judge.pairs or default_pairs(ctx.cfg.train.objectives):
         if a in have and b in have:
             out.append((a, b))
         if ctx.cfg.bench.checkpoints == "all":

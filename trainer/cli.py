@@ -9,10 +9,14 @@ from trainer.config import TrainConfig
 
 
 def register(subparsers) -> None:
+    from contracts import objectives
+
     p = subparsers.add_parser(
-        "train", help="train a policy with sft, DPO, IPO, Sr-DPO or Sr-IPO",
+        "train", help="train a policy: SFT, DPO, IPO, Sr-DPO, Sr-IPO and the other objectives of --objective",
         description="Defaults (the paper's settings) < --config FILE < flags given here. "
-                    "Method: docs/method.md.")
+                    "Method: docs/method.md.",
+        epilog="objectives (--objective), with the loss each minimises (m = m(x); Sr- objectives read Δπ):\n  "
+               + "\n  ".join(objectives.help_lines()), formatter_class=argparse.RawDescriptionHelpFormatter)
     from contracts.settings import add_flags
 
     p.add_argument("--config", dest="config_file", metavar="FILE", help="YAML file of options (same names)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from contracts.objectives import TRAINABLE
+from contracts import objectives
 from contracts.settings import ConfigError, FlagSource, YamlSource, apply, check_required, load_yaml, option
 from trainer.data import DataConfig
 
@@ -23,7 +23,8 @@ PER_RUN = ("objective", "model", "data", "output", "ref_model", "split", "resume
 class TrainConfig(DataConfig):
     """Every option of a training run (the data options of DataConfig included)."""
 
-    objective: str = option("dpo", choices=TRAINABLE, help="training objective (docs/method.md#objectives)")
+    objective: str = option("dpo", choices=objectives.trainable, help="training objective (the list below; "
+                                                                       "docs/method.md#objectives)")
     model: str | None = option(None, required=True, metavar="PATH",
                                help="policy initialisation: a Hugging Face checkpoint directory")
     data: str | None = option(None, required=True, metavar="FILE",
@@ -33,7 +34,15 @@ class TrainConfig(DataConfig):
     split: str = option("train", help="dataset split (HF datasets)")
     max_pairs: int | None = option(None, ge=1, help="use only the first N records")
     beta: float = option(0.1, gt=0, help="β")
-    lam: float = option(0.5, ge=0, help="λ of Sr-DPO/Sr-IPO (the paper searches 0.1, 0.3, 0.5, 1)")
+    lam: float = option(0.5, ge=0, help="λ of the Sr- objectives (the paper searches 0.1, 0.3, 0.5, 1)")
+    label_smoothing: float = option(0.1, ge=0, lt=0.5, help="ε of cdpo and rdpo (the share of pairs assumed "
+                                                             "flipped)")
+    simpo_gamma: float = option(0.5, ge=0, help="γ of simpo: the target margin (TRL's default)")
+    orpo_lambda: float = option(0.1, gt=0, help="λ of orpo: the weight of its odds-ratio term (TRL's default)")
+    odpo_alpha: float = option(1.0, ge=0, help="α of odpo: the offset is α·log(1 + rating gap)")
+    rating_fields: tuple[str, ...] = option(("chosen_rating", "rejected_rating"), metavar="CHOSEN,REJECTED",
+                                            help="record fields with the two answers' ratings (objectives that "
+                                                 "read them: odpo)")
     reduce: str = option("sum", choices=("sum", "mean"),
                          help="sequence log-prob: sum over tokens (paper) or per-token mean (TRL's IPO)")
     learning_rate: float = option(5e-7, gt=0, flags=("--lr",), help="peak learning rate")
@@ -84,6 +93,8 @@ class TrainConfig(DataConfig):
         DataConfig.check(self)
         if self.max_steps is None and self.epochs < 1:
             raise ConfigError("epochs must be >= 1")
+        if len(self.rating_fields) != 2:
+            raise ConfigError(f"rating_fields: give two names (chosen, rejected), got {list(self.rating_fields)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,9 +106,18 @@ EXECUTION_ONLY = ("output", "resume", "progress", "device", "micro_batch_size", 
                   "fsdp", "packing", "max_tokens_per_micro_batch", "deterministic")
 
 
+# The settings losses read (trainer.losses.Settings); an objective's loss reads those contracts.objectives names.
+LOSS_SETTINGS = ("beta", "lam", "label_smoothing", "simpo_gamma", "orpo_lambda", "odpo_alpha")
+
+
 def result_settings(cfg: TrainConfig) -> dict:
-    """The settings that decide a run's result (a resumed run must agree on them: its config.yaml)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY}
+    """The settings that decide a run's result (a resumed run must agree on them: its config.yaml): all but
+    the execution-only ones and the loss settings its objective does not read."""
+    obj = objectives.get(cfg.objective)
+    skip = {*EXECUTION_ONLY, *(k for k in LOSS_SETTINGS if k not in obj.settings)}
+    if not obj.ratings:
+        skip.add("rating_fields")
+    return {k: v for k, v in asdict(cfg).items() if k not in skip}
 
 
 def _inputs(cfg: TrainConfig, inputs: dict | None) -> dict:

@@ -78,6 +78,7 @@ class TokenizedPair:
     refine_prompt_ids: list[int] | None = None  # p ⊕ x: prompt_ids with the tokens of "p " inserted
     prompt_truncated: bool = False
     completion_truncated: bool = False
+    rating_gap: float | None = None  # rating of the chosen answer − rating of the rejected one, where given
 
     @property
     def length(self) -> int:
@@ -333,7 +334,27 @@ def _encode_prompt(tokenizer, text: str, p_at: int, *, special: bool) -> tuple[l
     return ids, k
 
 
-def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>"):
+def _rating_gap(rec: dict, fields: tuple[str, str], where: str, required: bool) -> float | None:
+    """chosen − rejected rating of a record (None without ratings, unless ``required``: an error then)."""
+    values = []
+    for name in fields:
+        v = rec.get(name)
+        if v is None or (isinstance(v, float) and v != v):
+            if required:
+                raise UserError(f"{where}: field {name!r}: missing, and the objective reads the pairs' ratings "
+                                "(give every pair both ratings, or name the fields with --rating-fields)")
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if required:
+                raise UserError(f"{where}: field {name!r}: a rating must be a number, got {v!r}")
+            return None
+        values.append(float(v))
+    return values[0] - values[1]
+
+
+def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>",
+                   rating_fields: tuple[str, str] = ("chosen_rating", "rejected_rating"),
+                   require_ratings: bool = False):
     """Tokenize preference records; return ``(pairs, TruncationReport)`` (docs/method.md#truncation).
 
     With L = max_length and P = max_prompt_length, as the DPO reference code (keep the end):
@@ -344,7 +365,9 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
     starts (or at the start of the kept tokens, when truncation cut that away): every x and y token of
     the plain sequence appears unchanged in the p ⊕ x one, which may be up to |p| tokens longer than L.
     No pair is dropped or cut because of p, so every objective trains on the same pairs.
-    Errors in records name ``source``, the record (JSONL line or index) and id, and the field.
+    Each pair keeps its ``rating_fields``' difference where a record has them (``require_ratings``: a record
+    without is an error). Errors in records name ``source``, the record (JSONL line or index) and id, and
+    the field.
     """
     cfg.check()
     L, P = cfg.max_length, cfg.max_prompt_length
@@ -380,7 +403,8 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
                 ct = max(len(c_ids), len(r_ids)) > L - P
                 c_ids, r_ids = c_ids[:L - P], r_ids[:L - P]
         refine_ids = prompt_ids[:p_tok] + p_ids + prompt_ids[p_tok:]
-        pairs.append(TokenizedPair(rid, prompt_ids, c_ids, r_ids, refine_ids, pt, ct))
+        gap = _rating_gap(rec, rating_fields, where, require_ratings)
+        pairs.append(TokenizedPair(rid, prompt_ids, c_ids, r_ids, refine_ids, pt, ct, gap))
         report.prompt_truncated += pt
         report.completion_truncated += ct
     report.kept = len(pairs)

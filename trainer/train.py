@@ -43,7 +43,7 @@ from trainer.checkpoint import write_json as _write_json
 from trainer.config import TrainConfig, check_resume, dump_yaml
 from trainer.data import (TokenizedPair, TruncationReport, length_grouped_order, load_preference_data,
                           tokenize_pairs)
-from trainer.losses import PreferenceLoss, preference_loss
+from trainer.losses import PairTerms, PreferenceLoss, Settings, objective_loss
 from trainer.modeling import Precision, load_tokenizer, resolve_precision
 from trainer.scoring import PairLogps
 
@@ -57,12 +57,9 @@ class TrainingDiverged(RuntimeError):
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def objective_terms(cfg: TrainConfig, pc, pr, ref: PairLogps, pc_p=None, pr_p=None) -> PreferenceLoss:
-    """Per-example loss and rewards for one micro-batch (``ref`` already on the batch's device)."""
-    return preference_loss(
-        cfg.objective, pc, pr, ref.chosen, ref.rejected, beta=cfg.beta, lam=cfg.lam,
-        pc_p=pc_p, pr_p=pr_p, rc_p=ref.refine_chosen, rr_p=ref.refine_rejected,
-    )
+def objective_terms(cfg: TrainConfig, terms: PairTerms) -> PreferenceLoss:
+    """Per-example loss, rewards and margins of one micro-batch: the objective's loss (trainer.losses)."""
+    return objective_loss(cfg.objective, terms, Settings.of(cfg))
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
@@ -127,7 +124,8 @@ def load_pairs(cfg: TrainConfig, tokenizer=None) -> tuple[list[TokenizedPair], T
     records = load_preference_data(cfg.data, split=cfg.split)
     if cfg.max_pairs:
         records = records[:cfg.max_pairs]
-    return tokenize_pairs(records, tokenizer, cfg, source=cfg.data)
+    return tokenize_pairs(records, tokenizer, cfg, source=cfg.data, rating_fields=tuple(cfg.rating_fields),
+                          require_ratings=objectives.get(cfg.objective).ratings)
 
 
 def ref_cache_dir(cfg: TrainConfig) -> Path:
@@ -149,7 +147,7 @@ def reference_pass(cfg: TrainConfig, *, refine: bool | None = None, pairs: list[
         pairs, _ = load_pairs(cfg)
     return reference_logps(
         cfg.ref_model or cfg.model, pairs, cfg, precision=precision, reduce=cfg.reduce,
-        refine=objectives.needs_refine(cfg.objective) if refine is None else refine,
+        refine=objectives.needs_refine(cfg.objective) if refine is None else refine,  # on p ⊕ x too
         cache_dir=ref_cache_dir(cfg), batch_size=cfg.ref_batch_size, chunk_size=cfg.chunk_size,
         progress=cfg.progress if progress is None else progress, trust_remote_code=cfg.trust_remote_code,
         packing=cfg.packing, verify=cfg.verify_logps)
@@ -243,7 +241,7 @@ class _Run:
     prec: Precision
     tokenizer: object
     pairs: list[TokenizedPair]
-    ref: PairLogps | None  # the reference's log-probs (None for SFT)
+    ref: PairLogps | None  # the reference's log-probs (None for objectives without a reference)
     policy: torch.nn.Module  # CompletionLogps
     engine: torch.nn.Module  # what the gradient forward calls (DDP over the policy, or the policy)
     batcher: object  # trainer.packing.PairBatcher
@@ -297,18 +295,18 @@ def _setup(cfg: TrainConfig) -> _Run:
     pairs, report = load_pairs(cfg, tokenizer)
     if len(pairs) < world:
         raise UserError(f"{cfg.data}: only {len(pairs)} usable pairs for {world} processes ({report.summary()})")
-    preference = objectives.get(cfg.objective).preference
+    obj = objectives.get(cfg.objective)
     ref, cache_file = (reference_pass(cfg, pairs=pairs, precision=prec, progress=cfg.progress and D.rank() == 0)
-                       if preference else (None, None))
+                       if obj.reference else (None, None))
     policy, engine, batcher = _policy(cfg, resume_from or cfg.model, prec)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = _optimizer(cfg, params)
     steps_per_epoch = len(epoch_batches(pairs, cfg, 0, world))
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs  # max_steps overrides epochs (as HF)
-    sr = objectives.needs_refine(cfg.objective)
-    identity = {"objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if sr else None, "reduce": cfg.reduce,
-                "model": cfg.model, "ref_model": (cfg.ref_model or cfg.model) if preference else None,
-                "data": cfg.data, "data_hash": pairs_hash(pairs)}
+    identity = {"objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if obj.refine else None,
+                "settings": {k: getattr(cfg, k) for k in obj.settings}, "reduce": cfg.reduce, "model": cfg.model,
+                "ref_model": (cfg.ref_model or cfg.model) if obj.reference else None, "data": cfg.data,
+                "data_hash": pairs_hash(pairs)}
     info = {**identity, "train_pairs": len(pairs), "dropped_pairs": len(report.dropped),
             "dropped": [[str(i), r] for i, r in report.dropped],
             "truncation": {"prompt_truncated": report.prompt_truncated,
@@ -374,24 +372,32 @@ def _micro_batch(run: _Run, cp: list[TokenizedPair], r: PairLogps | None, step_p
     mean over all its pairs (docs/method.md, open choice 7); ``weight`` 0: a repeat that only keeps the
     processes' forwards and backwards in step."""
     cfg, world, B = run.cfg, D.world(), len(cp)
-    pc_p = pr_p = None
-    if run.sr:  # Δπ's policy terms: no gradient, so the module itself (outside DDP's bookkeeping)
+    obj = objectives.get(cfg.objective)
+    p = None
+    if obj.refine:  # Δπ's policy terms: no gradient, so the module itself (outside DDP's bookkeeping)
         with torch.no_grad(), run.amp():
-            lpp, _ = run.policy(**run.batcher(cp, refine=True), reduce=cfg.reduce)
-        pc_p, pr_p = lpp[:B], lpp[B:]
+            p, _ = run.policy(**run.batcher(cp, refine=True), reduce="sum")
     with run.amp():
-        lp, _ = run.engine(**run.batcher(cp), reduce=cfg.reduce if r is not None else "sum")
-    pc, pr = lp[:B], lp[B:]
-    if r is None:  # sft: token-mean NLL over the step's chosen completions (all processes together)
-        loss = -pc.sum() / sft_tokens * world * weight
-        return loss, loss.detach() / world, {"logps/chosen": pc, "logps/rejected": pr}
-    terms = objective_terms(cfg, pc, pr, r, pc_p, pr_p)
-    stats = {"rewards/chosen": terms.chosen_rewards, "rewards/rejected": terms.rejected_rewards,
-             "margin": terms.margins, "logps/chosen": pc, "logps/rejected": pr}
-    if run.sr:
-        stats.update(delta=terms.delta, margin_p=(pc_p.float() - r.refine_chosen) - (pr_p.float() - r.refine_rejected))
-    return (terms.losses.sum() / step_pairs * world * weight, terms.losses.detach().sum() / step_pairs * weight,
-            stats)
+        lp, n = run.engine(**run.batcher(cp), reduce="sum")
+    dev = lp.device
+    gaps = [x.rating_gap for x in cp]
+    terms = PairTerms(lp[:B], lp[B:], n[:B], n[B:], cfg.reduce, *(None,) * 6,
+                      rating_gap=torch.tensor(gaps, device=dev) if obj.ratings else None,
+                      token_scale=step_pairs / sft_tokens)
+    if r is not None:
+        terms.ref_chosen, terms.ref_rejected = r.chosen, r.rejected
+        terms.ref_chosen_p, terms.ref_rejected_p = r.refine_chosen, r.refine_rejected
+    if p is not None:
+        terms.chosen_p, terms.rejected_p = p[:B].float(), p[B:].float()
+    out = objective_terms(cfg, terms)
+    logps = (terms.seq(terms.chosen, terms.n_chosen), terms.seq(terms.rejected, terms.n_rejected))
+    stats = {"logps/chosen": logps[0], "logps/rejected": logps[1]}
+    if obj.preference:
+        stats.update({"rewards/chosen": out.chosen_rewards, "rewards/rejected": out.rejected_rewards,
+                      "margin": out.margins})
+    if obj.refine:
+        stats.update(delta=out.delta, margin_p=terms.margin_p)
+    return (out.losses.sum() / step_pairs * world * weight, out.losses.detach().sum() / step_pairs * weight, stats)
 
 
 def _token_counts(cp: list[TokenizedPair], sr: bool, packed: bool) -> list[int]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts import judges
 from contracts.settings import option
 
 
 @dataclass
 class JudgeConfig:
-    backend: str = option("openai", choices=("openai", "local"), flag="--judge-backend",
-                          help="an OpenAI-compatible API, or a local checkpoint scoring with its probabilities")
+    backend: str = option("openai", choices=judges.names, flag="--judge-backend",
+                          help="; ".join(f"{b.name}: {b.summary}" for b in judges.JUDGE_BACKENDS.values()))
     model: str | None = option(None, flag="--judge-model", required=True,
                                help="judge model name (e.g. gpt-4); with the local backend a checkpoint "
                                     "directory, or 'default' for the default model")
@@ -34,7 +35,7 @@ def result_key(cfg: JudgeConfig) -> dict:
     """What decides a judgment besides the answers and the prompt: the judge (its name, a local judge's
     reply version and tie band). The one definition: reproduce keys its judge units by it."""
     key = {"judge": judge_name(cfg), "backend": cfg.backend}
-    if cfg.backend == "local":
+    if judges.get_judge_backend(cfg.backend).calibrated:
         key.update(reply_version=reply_version(cfg), tie_band=cfg.tie_band)
     return key
 
@@ -52,31 +53,42 @@ def judge_name(cfg: JudgeConfig) -> str:
     """The judge's id in judgment files (contracts.ids), known without building the backend."""
     from contracts.ids import judge_id
 
-    if cfg.backend != "local":
+    if not judges.get_judge_backend(cfg.backend).local:
         return judge_id(cfg.backend, cfg.model)
     from benchmarks.judge.local import local_precision
 
-    return judge_id("local", local_judge_path(cfg.model), local_precision())
+    return judge_id(cfg.backend, local_judge_path(cfg.model), local_precision())
 
 
 def reply_version(cfg: JudgeConfig) -> str | None:
     """The version of a local judge's replies (part of its cache keys, with its dtype); None for an
     OpenAI judge."""
-    if cfg.backend != "local":
+    if not judges.get_judge_backend(cfg.backend).calibrated:
         return None
     from benchmarks.judge import local
 
     return local.reply_version(local.local_precision())
 
 
-def make_backend(cfg: JudgeConfig):
-    """The backend that ``cfg`` describes (a fresh one: a judge run closes its connections when it ends)."""
-    if cfg.backend == "local":
-        from benchmarks.judge.local import LocalJudge
-        from trainer.modeling import check_model_path
+def _local(cfg: JudgeConfig):
+    from benchmarks.judge.local import LocalJudge
+    from trainer.modeling import check_model_path
 
-        return LocalJudge(check_model_path(local_judge_path(cfg.model)), tie_band=cfg.tie_band)
+    return LocalJudge(check_model_path(local_judge_path(cfg.model)), tie_band=cfg.tie_band)
+
+
+def _openai(cfg: JudgeConfig):
     from benchmarks.judge.openai_backend import OpenAIBackend
 
     return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
                          max_retries=cfg.max_retries, connect_failures=cfg.connect_failures)
+
+
+# How each backend of contracts.judges is built from the judge's settings.
+MAKERS = {"openai": _openai, "local": _local}
+
+
+def make_backend(cfg: JudgeConfig):
+    """The backend that ``cfg`` describes (a fresh one: a judge run closes its connections when it ends)."""
+    judges.get_judge_backend(cfg.backend)
+    return MAKERS[cfg.backend](cfg)

@@ -186,6 +186,19 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tiny_setup, capsys):
     assert not (out / "train").exists() and not (out / "manifest.json").exists()
 
 
+def test_default_dry_run_counts_steps_from_the_shipped_data_and_writes_nothing(tmp_path, capsys):
+    from srdpo_eval.cli import main
+
+    out = tmp_path / "default"
+    assert main(["reproduce", "--output", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    n_train = len(split_train_eval(load_default_prefs())[0])
+    cfg = load_config(None)
+    steps = -(-min(n_train, cfg.train.max_pairs) // cfg.train.batch_size)
+    assert f"4 runs x {steps} steps of {cfg.train.batch_size} pairs" in text
+    assert not out.exists()
+
+
 def test_changed_setting_reruns_only_what_depends_on_it(tiny_setup, monkeypatch):
     folder, model, data_dir = tiny_setup
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")

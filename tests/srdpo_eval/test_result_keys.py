@@ -24,8 +24,23 @@ STAGES = {
     "judge": benchmarks.judge.config, "leaderboard": benchmarks.leaderboard, "delta": benchmarks.delta,
     "analysis": analysis.config,
 }
-# settings not read at all by the walked configuration (a local judge)
+# settings not read at all by the walked configuration (a local judge); and see _not_read
 NOT_READ = {"judge.model": "the OpenAI judge's model; the walk runs the local judge"}
+
+
+def _not_read(cfg) -> set[str]:
+    """The loss settings that no objective of a section reads (contracts.objectives says which each reads):
+    changing them changes no result."""
+    from contracts import objectives
+    from trainer.config import LOSS_SETTINGS
+
+    out = set(NOT_READ)
+    for section, names in (("train", cfg.train.objectives), ("sft", ["sft"])):
+        read = {k for n in names for k in objectives.get(n).settings}
+        out |= {f"{section}.{k}" for k in LOSS_SETTINGS if k not in read}
+        if not any(objectives.get(n).ratings for n in names):
+            out.add(f"{section}.rating_fields")
+    return out
 # another valid value where the generic rule has none
 OTHER = {
     "model": "@other_model", "ref_model": "@other_model", "judge.local_model": "@other_model", "data": "@other_data",
@@ -43,6 +58,7 @@ OTHER = {
     "delta.reduce": "mean", "train.reduce": "mean", "sft.reduce": "mean", "train.quality_prompt": "Be useful.",
     "sft.quality_prompt": "Be useful.", "train.chat_template": True, "sft.chat_template": True,
     "train.ref_cache_dir": "@dir", "sft.ref_cache_dir": "@dir", "sft.max_length": 600, "sft.max_prompt_length": 128,
+    "train.rating_fields": ["a", "b"], "sft.rating_fields": ["a", "b"], "judge.model": "gpt-4o",
     "train.max_prompt_length": 128, "sft.max_steps": 3, "sft.save_every": 1, "bench.data_dir": "@dir",
 }
 
@@ -116,17 +132,17 @@ def test_every_setting_is_execution_only_or_keys_a_unit(walk):
     cfg, hashes, fixtures = walk
     before = hashes(cfg)
     wrong = []
+    not_read = _not_read(cfg)
     for name, section, f, tp in _settings(cfg):
-        if name in NOT_READ:
-            continue
         holder = getattr(cfg, section) if section else cfg
         changed = dataclasses.replace(holder, **{f.name: _other(name, getattr(holder, f.name), f, tp, fixtures)})
         now = hashes(dataclasses.replace(cfg, **{section: changed}) if section else changed)
         execution_only = (f.name in STAGES[section].EXECUTION_ONLY if section in STAGES and
                           f.name in {g.name for g in dataclasses.fields(_stage_class(section))} else False
-                          ) or name in RC.EXECUTION_ONLY
+                          ) or name in RC.EXECUTION_ONLY or name in not_read
         if execution_only and now != before:
-            wrong.append(f"{name} is execution-only but changes {sorted(k for k in now if now[k] != before.get(k))}")
+            wrong.append(f"{name} is execution-only (or not read) but changes "
+                         f"{sorted(k for k in now if now[k] != before.get(k))}")
         if not execution_only and now == before:
             wrong.append(f"{name} decides results but changes no unit's key")
     assert not wrong, "\n".join(wrong)
