@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from analysis import paper_numbers, style
-from analysis.inputs import PRODUCERS, Inputs
+from analysis.inputs import PRODUCERS, Inputs, seed_of
 from analysis.section import Section
 from analysis.stats import correlations, linear_fit
 
@@ -38,43 +39,115 @@ def length_diff(df: pd.DataFrame) -> pd.Series:
     return _difference(df, "length_diff", "chosen_tokens", "rejected_tokens")
 
 
+PARTIAL = ("pearson", "spearman")  # partial correlations controlling for the length difference
+COLUMNS = ["model_id", "objective", "seed", "pairs_seen", "variable", "method", "n", "estimate", "p_value",
+           "ci_low", "ci_high", "paper"]
+
+
+def partial_rows(x, y, z, *, n_boot: int, seed: int) -> pd.DataFrame:
+    """corr(x, rating difference | length difference), Pearson and Spearman: estimate, p (t-test, n − 3 df)
+    and a bootstrap CI over pairs."""
+    from analysis import paired
+
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    x, y, z = x[ok], y[ok], z[ok]
+    rows = []
+    for method in PARTIAL:
+        r = paired.partial_correlation(x, y, z, method)
+        boot = paired.crossed(lambda _, i: paired.partial_correlation(x[i], y[i], z[i], method), 1, len(x),
+                              n_boot=n_boot, rng=np.random.default_rng(seed)) if np.isfinite(r) else np.array([])
+        b = boot[np.isfinite(boot)]
+        lo, hi = np.quantile(b, [0.025, 0.975]) if b.size > 1 else (np.nan, np.nan)
+        rows.append({"method": f"{method} | length", "n": int(ok.sum()), "estimate": r,
+                     "p_value": paired.partial_p(r, int(ok.sum())), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def _model_rows(model_id: str, df: pd.DataFrame, e, *, n_boot: int, seed: int) -> list[pd.DataFrame]:
+    y, z = rating_diff(df).to_numpy(float), length_diff(df).to_numpy(float)
+    frames = []
+    for var, x in {"margin": df["margin"], "delta": df["delta"], "length_diff": length_diff(df)}.items():
+        if x.isna().all():
+            continue
+        c = correlations(x.to_numpy(float), y, n_boot=n_boot, seed=seed)
+        if var != "length_diff" and np.isfinite(z).any():
+            c = pd.concat([c, partial_rows(x.to_numpy(float), y, z, n_boot=n_boot, seed=seed)], ignore_index=True)
+        frames.append(c.assign(variable=var, model_id=model_id, objective=e.objective if e else None,
+                               seed=seed_of(e) if e else None, pairs_seen=e.pairs_seen if e else None))
+    return frames
+
+
+def pooled_rows(inputs: Inputs, *, n_boot: int, seed: int) -> list[dict]:
+    """With several seeds: Pearson and Spearman of m(x) and Δπ, the mean over seeds' models of one objective,
+    λ and pairs seen, its CI and p from the two-way bootstrap over seeds and pairs (analysis/paired.py)."""
+    from analysis import paired
+
+    groups: dict[tuple, list[pd.DataFrame]] = {}
+    for model_id, df in inputs.delta.items():
+        e = inputs.entry(model_id)
+        if e is not None and rating_diff(df).notna().any():
+            groups.setdefault((e.objective, e.lam, e.pairs_seen), []).append(df.set_index(df["id"].astype(str)))
+    rows = []
+    for (obj, lam, seen), frames in groups.items():
+        if len(frames) < 2:
+            continue
+        items = frames[0].index
+        for g in frames[1:]:
+            items = items.union(g.index)
+        frames = [f.reindex(items) for f in frames]
+        for var in ("margin", "delta"):
+            for method in ("pearson", "spearman"):
+                def stat(si, ii, var=var, method=method):
+                    vals = [_corr(frames[s][var].to_numpy(float)[ii], rating_diff(frames[s]).to_numpy(float)[ii],
+                                  method) for s in si]
+                    return float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+                est = stat(range(len(frames)), np.arange(len(frames[0])))
+                boot = paired.crossed(stat, len(frames), len(frames[0]), n_boot=n_boot, rng=np.random.default_rng(seed))
+                r = paired.summarize(est, boot, len(frames[0]), len(frames))
+                rows.append({"model_id": "", "objective": obj, "seed": "all", "pairs_seen": seen, "variable": var,
+                             "method": method, "n": r.n_items, "estimate": r.effect, "p_value": r.p_value,
+                             "ci_low": r.ci_low, "ci_high": r.ci_high})
+    return rows
+
+
+def _corr(x: np.ndarray, y: np.ndarray, method: str) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return np.nan
+    if method == "spearman":
+        x, y = stats.rankdata(x), stats.rankdata(y)
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def table4(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per (model, variable, method): n, estimate, p_value, 95% CI, and the paper's value for m(x)."""
+    """One row per (model, variable, method): n, estimate, p_value, 95% CI, and the paper's value for m(x);
+    m(x) and Δπ also with the length difference partialled out; with several seeds, pooled rows."""
     frames = []
     for model_id, df in inputs.delta.items():
-        y = rating_diff(df)
-        if y.isna().all():
+        if rating_diff(df).isna().all():
             continue
-        e = inputs.entry(model_id)
-        cols = {"margin": df["margin"], "delta": df["delta"], "length_diff": length_diff(df)}
-        for var, x in cols.items():
-            if x.isna().all():
-                continue
-            c = correlations(x.to_numpy(float), y.to_numpy(float), n_boot=n_boot, seed=seed)
-            c.insert(0, "variable", var)
-            c.insert(0, "pairs_seen", e.pairs_seen if e else None)
-            c.insert(0, "objective", e.objective if e else None)
-            c.insert(0, "model_id", model_id)
-            frames.append(c)
-    cols = ["model_id", "objective", "pairs_seen", "variable", "method", "n", "estimate", "p_value",
-            "ci_low", "ci_high", "paper"]
+        frames += _model_rows(model_id, df, inputs.entry(model_id), n_boot=n_boot, seed=seed)
+    pooled = pooled_rows(inputs, n_boot=n_boot, seed=seed)
     if not frames:
-        return pd.DataFrame(columns=cols)
-    out = pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=COLUMNS)
+    out = pd.concat(frames + ([pd.DataFrame(pooled)] if pooled else []), ignore_index=True)
     idx = {m: i for i, m in enumerate(("pearson", "spearman", "kendall"))}
-    out["paper"] = [paper_numbers.TABLE4[o][idx[m]] if v == "margin" and o in paper_numbers.TABLE4 else np.nan
-                    for o, v, m in zip(out["objective"], out["variable"], out["method"])]
-    return out[cols]
+    out["paper"] = [paper_numbers.TABLE4[o][idx[m]] if v == "margin" and o in paper_numbers.TABLE4 and m in idx
+                    else np.nan for o, v, m in zip(out["objective"], out["variable"], out["method"])]
+    return out[COLUMNS]
 
 
 def table4_wide(t4: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout: one row per model and variable, Pearson / Spearman / Kendall side by side."""
-    key = ["model_id", "objective", "variable", "method"]
+    key = ["model_id", "objective", "seed", "pairs_seen", "variable", "method"]
+    t4 = t4.assign(seed=t4["seed"].astype(str), pairs_seen=t4["pairs_seen"].fillna(-1))
     w = t4.set_index(key)["estimate"].unstack("method")
-    p = t4.set_index(key)["paper"].unstack("method").add_prefix("paper_")
+    p = t4.set_index(key)["paper"].unstack("method")[["pearson", "spearman", "kendall"]].add_prefix("paper_")
     out = w.join(p).reset_index()
-    keep = ["model_id", "objective", "variable", "pearson", "spearman", "kendall",
-            "paper_pearson", "paper_spearman", "paper_kendall"]
+    out["pairs_seen"] = out["pairs_seen"].where(out["pairs_seen"] >= 0)
+    keep = ["model_id", "objective", "seed", "pairs_seen", "variable", "pearson", "spearman", "kendall",
+            "pearson | length", "spearman | length", "paper_pearson", "paper_spearman", "paper_kendall"]
     return out[[c for c in keep if c in out]]
 
 

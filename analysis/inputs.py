@@ -26,6 +26,7 @@ PRODUCERS = {
     "single": "`srdpo-eval judge --mode single` (<bench>/model_judgment/<judge>_single.jsonl)",
     "leaderboard": "`srdpo-eval leaderboard` (leaderboard/scores.csv)",
     "delta": "`srdpo-eval delta CHECKPOINT --pairs FILE` (delta/<model_id>.csv)",
+    "answers": "`srdpo-eval answers` (<bench>/model_answer/<model_id>.jsonl)",
 }
 
 
@@ -49,7 +50,7 @@ def guess_entry(model_id: str) -> ModelEntry | None:
     if parsed is None:
         return None
     return ModelEntry(model_id=model_id, path="", objective=parsed.objective, lam=parsed.lam,
-                      pairs_seen=parsed.pairs_seen)
+                      pairs_seen=parsed.pairs_seen, seed=parsed.seed)
 
 
 def is_final(e: ModelEntry) -> bool:
@@ -109,6 +110,9 @@ class Inputs:
     single: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     leaderboard: pd.DataFrame | None = None
     delta: dict[str, pd.DataFrame] = field(default_factory=dict)  # model_id → Δπ table
+    # (bench, model_id) → one row per answered turn: question_id, turn, words, tokens (NaN when the answer
+    # file predates token counts), max_new_tokens
+    answers: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def entry(self, model_id: str) -> ModelEntry | None:
@@ -118,15 +122,28 @@ class Inputs:
                 return e
         return guess_entry(model_id)
 
-    def main(self, objective: str) -> ModelEntry | None:
-        """The final model of an objective: the entry named after it, else its latest checkpoint."""
+    def main(self, objective: str, seed: int | None = None) -> ModelEntry | None:
+        """The final model of an objective's main run (not a λ-sweep run) of ``seed`` (default: the first
+        seed it was trained with): the entry named after that run, else its latest checkpoint."""
+        from contracts.ids import run_name
+
         same = [e for e in self.models if e.objective == objective]
+        if not same:
+            return None
+        seed = min(seed_of(e) for e in same) if seed is None else seed
+        same = [e for e in same if seed_of(e) == seed]
         for e in same:
-            if e.model_id == objective:
+            if e.model_id == run_name(objective, seed=seed):
                 return e
         if not same:
             return None
         return max(same, key=lambda e: (e.pairs_seen or -1, is_final(e), e.step or -1))
+
+    def seeds(self) -> list[int]:
+        """The training seeds of the run's trained models (one seed: [0])."""
+        from contracts import objectives
+
+        return sorted({seed_of(e) for e in self.models if objectives.get(e.objective).preference} or {0})
 
     def start(self) -> ModelEntry | None:
         """The model training started from (contracts.ids.START_ID), if the run has it."""
@@ -141,9 +158,10 @@ class Inputs:
         have = {e.objective for e in self.models}
         return [o for o in objectives.order() if o in have and objectives.get(o).preference]
 
-    def checkpoints(self, objective: str) -> list[ModelEntry]:
-        """The main run's checkpoints of an objective with a known pairs_seen, in training order."""
-        main = self.main(objective)
+    def checkpoints(self, objective: str, seed: int | None = None) -> list[ModelEntry]:
+        """The main run's checkpoints of an objective (of ``seed``: default the first) with a known
+        pairs_seen, in training order."""
+        main = self.main(objective, seed)
         if main is None:
             return []
         same = [e for e in self.models if e.objective == objective and e.pairs_seen is not None]
@@ -156,6 +174,11 @@ class Inputs:
         for e in sorted(same, key=is_final):
             by_pairs[e.pairs_seen] = e
         return [by_pairs[k] for k in sorted(by_pairs)]
+
+
+def seed_of(e: ModelEntry) -> int:
+    """A model's training seed (0 for entries recorded before seeds were, as their names say)."""
+    return e.seed if e.seed is not None else 0
 
 
 def _known_ids(inputs: Inputs) -> set[str]:
@@ -185,6 +208,7 @@ def load_inputs(root: str | Path) -> Inputs:
         inp.notes.append(f"no training logs under {train_root}: produced by {PRODUCERS['train']}")
 
     _load_judgments(inp)
+    _load_answers(inp)
 
     scores = run.scores
     if scores.is_file():
@@ -220,6 +244,31 @@ def load_inputs(root: str | Path) -> Inputs:
         inp.notes.append(f"no {run.models} ({PRODUCERS['models']}): models were read from the checkpoints' "
                          "srdpo_info.json under train/, else from their names")
     return inp
+
+
+def load_answer_lengths(path: Path) -> pd.DataFrame:
+    """One row per answered turn of a FastChat answer file: its length in words and (when the file has
+    them) the model's tokens, and the token limit it was generated with."""
+    rows, records = [], read_jsonl(path, allow_partial_tail=True)
+    for rec in records:
+        choice = (rec.get("choices") or [{}])[0]
+        tokens = choice.get("tokens") or []
+        limit = (rec.get("srdpo") or {}).get("max_new_tokens", float("nan"))
+        for t, text in enumerate(choice.get("turns") or []):
+            rows.append({"question_id": rec.get("question_id"), "turn": t + 1, "words": len(str(text).split()),
+                         "tokens": tokens[t] if t < len(tokens) else float("nan"), "max_new_tokens": limit})
+    out = pd.DataFrame(rows, columns=["question_id", "turn", "words", "tokens", "max_new_tokens"])
+    out.attrs["model_id"] = str(records[0].get("model_id", path.stem)) if records else path.stem
+    return out
+
+
+def _load_answers(inp: Inputs) -> None:
+    for bench in BENCHES:
+        adir = inp.run.bench(bench) / "model_answer"
+        for p in sorted(adir.glob("*.jsonl")) if adir.is_dir() else []:
+            df = load_answer_lengths(p)
+            if len(df):
+                inp.answers[(bench, df.attrs["model_id"])] = df
 
 
 def _load_judgments(inp: Inputs) -> None:

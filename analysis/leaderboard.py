@@ -27,18 +27,26 @@ def annotated_scores(inputs: Inputs) -> pd.DataFrame:
 
 
 def table3(inputs: Inputs, scores: pd.DataFrame) -> pd.DataFrame:
-    """Table 3: one row per objective's final model, the six tasks and their mean, the paper's mean."""
+    """Table 3: one row per objective's final model (per seed), the six tasks and their mean, the paper's
+    mean; with several seeds also their mean over seeds (seed 'all') and the average's SD over seeds."""
     rows = []
     for obj in objectives.OBJECTIVES:  # the registry's order: the paper's is SFT, DPO, IPO, Sr-DPO, Sr-IPO
-        e = inputs.main(obj)
-        hit = scores[scores[SCORES_INDEX] == e.model_id] if e else scores.iloc[0:0]
-        if len(hit):
-            r = hit.iloc[0]
-            row = {"objective": obj, "model_id": r[SCORES_INDEX], **{t: r[t] for t in TASKS}}
-            row[SCORES_AVERAGE] = r[SCORES_AVERAGE]
-            row["paper_average"] = paper_numbers.TABLE3_AVERAGE.get(obj, np.nan)
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["objective", "model_id", *TASKS, SCORES_AVERAGE, "paper_average"])
+        per_seed = []
+        for s in inputs.seeds() if objectives.get(obj).preference else [None]:
+            e = inputs.main(obj, s)
+            hit = scores[scores[SCORES_INDEX] == e.model_id] if e else scores.iloc[0:0]
+            if len(hit):
+                r = hit.iloc[0]
+                per_seed.append({"objective": obj, "seed": "" if s is None else s, "model_id": r[SCORES_INDEX],
+                                 **{t: r[t] for t in TASKS}, SCORES_AVERAGE: r[SCORES_AVERAGE],
+                                 "paper_average": paper_numbers.TABLE3_AVERAGE.get(obj, np.nan)})
+        rows += per_seed
+        if len(per_seed) > 1:
+            mean = pd.DataFrame(per_seed)[[*TASKS, SCORES_AVERAGE]].mean()
+            rows.append({**per_seed[0], "seed": "all", "model_id": "", **mean.to_dict(),
+                         "average_sd_over_seeds": pd.DataFrame(per_seed)[SCORES_AVERAGE].std()})
+    return pd.DataFrame(rows, columns=["objective", "seed", "model_id", *TASKS, SCORES_AVERAGE, "average_sd_over_seeds",
+                                       "paper_average"])
 
 
 @style.styled

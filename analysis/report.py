@@ -27,15 +27,21 @@ class Report:
 
 def make_sections(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0, data_dir=None) -> list[Section]:
     """Run every analysis on the loaded inputs (pure: nothing is written)."""
+    from analysis.compare import comparisons_section
     from analysis.correlation import correlation_section
     from analysis.curves import training_section
+    from analysis.heldout import heldout_section
     from analysis.leaderboard import leaderboard_section
+    from analysis.lengths import length_section
     from analysis.mtbench import mtbench_section
     from analysis.winrates import winrate_section
 
     return [
+        comparisons_section(inputs, n_boot=n_boot, seed=seed),
         training_section(inputs),
+        heldout_section(inputs, n_boot=n_boot, seed=seed),
         winrate_section(inputs, n_boot=n_boot, seed=seed),
+        length_section(inputs),
         mtbench_section(inputs, data_dir=data_dir, n_boot=n_boot, seed=seed),
         leaderboard_section(inputs),
         correlation_section(inputs, n_boot=n_boot, seed=seed),
@@ -94,7 +100,7 @@ def render_markdown(rep: Report) -> str:
     from analysis.about import about
 
     root = rep.inputs.run.root
-    lines = [f"# srdpo-eval report: {root.name}", "", about(rep.inputs), "",
+    lines = [f"# srdpo-eval report: {root.name}", ""] + _answer(rep) + [about(rep.inputs), "",
              f"Regenerate with `srdpo-eval figures {root}`. Paper numbers: {paper_numbers.SOURCE}.", ""]
     lines += [f"Figures made ({len(rep.figures)}): " + (", ".join(f"`{n}`" for n in rep.figures) or "none"), ""]
     if rep.notes:
@@ -105,6 +111,8 @@ def render_markdown(rep: Report) -> str:
         if sec.text:
             lines += [sec.text, ""]
         for name, table in sec.tables.items():
+            if name == ANSWER:
+                continue  # at the top
             if name == "training_log" or len(table) > 60:
                 lines += [f"Table `{name}`: {len(table)} rows, see [tables/{name}.csv](tables/{name}.csv).", ""]
                 continue
@@ -112,6 +120,19 @@ def render_markdown(rep: Report) -> str:
         for name in sec.figures:
             lines += [f"**Figure `{name}`** ([pdf](figures/{name}.pdf))", "", f"![{name}](figures/{name}.png)", ""]
     return "\n".join(lines)
+
+
+ANSWER = "answer"  # the comparisons' opening table (analysis.compare)
+
+
+def _answer(rep: Report) -> list[str]:
+    """report.md opens with the answer: the comparisons, effect, CI, corrected p and verdict."""
+    sec = next((s for s in rep.sections if ANSWER in s.tables), None)
+    if sec is None:
+        return ["**The answer:** no comparison could be made (no two objectives measured on the same items).", ""]
+    return ["## The answer: does A beat B?", "", sec.tables[ANSWER].to_markdown(index=False), "", sec.summary,
+            "Every number: [tables/comparisons.csv](tables/comparisons.csv) (per seed and pooled); "
+            "the forest plot: [figures/comparisons_forest.png](figures/comparisons_forest.png).", ""]
 
 
 def print_summary(rep: Report, console=None) -> None:

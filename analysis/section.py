@@ -18,3 +18,4 @@ class Section:
     notes: list[str] = field(default_factory=list)  # missing inputs, caveats
     text: str = ""  # extra markdown (how to read the section)
     main_tables: tuple[str, ...] = ()  # printed to the console
+    summary: str = ""  # how to read the section's headline table, where report.md puts it first

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import paper_numbers, style
-from analysis.inputs import PRODUCERS, Inputs, is_final
+from analysis.inputs import PRODUCERS, Inputs, is_final, seed_of
 from analysis.section import Section
 from contracts import objectives
 from contracts.run_dir import ModelEntry
@@ -25,7 +25,7 @@ def _judged(df: pd.DataFrame, a: str, b: str) -> bool:
     return (a, b) in pairs or (b, a) in pairs
 
 
-def compare(df: pd.DataFrame, bench: str, judge: str, a: str, b: str, *, n_boot: int, seed: int) -> dict | None:
+def compare_models(df: pd.DataFrame, bench: str, judge: str, a: str, b: str, *, n_boot: int, seed: int) -> dict | None:
     """Win/tie/loss of model ``a`` against ``b`` (percent) with the adjusted win rate's CI; None if unjudged."""
     from benchmarks import results
 
@@ -41,82 +41,116 @@ def compare(df: pd.DataFrame, bench: str, judge: str, a: str, b: str, *, n_boot:
     return row
 
 
-def final_pairs(inputs: Inputs, df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(objective A, objective B) of every comparison judged between two objectives' final models, as judged
-    (A = model_1): each Sr-X against X first, in the registry's order, then the rest."""
-    final = {inputs.main(o).model_id: o for o in inputs.objectives()}
-    judged = dict.fromkeys((final[a], final[b]) for a, b in zip(df["model_1"], df["model_2"])
-                           if a in final and b in final)
-    first = [p for p in objectives.sr_pairs() if p in judged]
-    return first + [p for p in judged if p not in first]
+def _lc_columns(frames: list[pd.DataFrame], *, n_boot: int, seed: int) -> dict:
+    """The length-controlled win rate (%) with its CI, and the unit lengths were counted in."""
+    from analysis import compare
+
+    lc = next(m for m in compare.MEASURES if m.name == "lc_win_rate")
+    r = compare.measure(lc, frames, n_boot=n_boot, seed=seed)
+    return {"lc_win_rate": 50 + r.effect, "lc_ci_low": 50 + r.ci_low, "lc_ci_high": 50 + r.ci_high}
+
+
+def _pooled_row(rows: list[dict], frames: list[pd.DataFrame], *, n_boot: int, seed: int) -> dict:
+    """Table 2 over seeds: counts summed, the adjusted win rate's and P(A better)'s CIs from the two-way
+    bootstrap over seeds and questions (analysis/paired.py)."""
+    from analysis import compare
+
+    n = sum(r["n"] for r in rows)
+    row = {**rows[0], "seed": "all", "n": n, "n_identical": sum(r["n_identical"] for r in rows)}
+    for k in ("win", "tie", "loss", "win_rate"):
+        row[k] = sum(r[k] * r["n"] for r in rows) / n
+    wr = compare.mean_over(frames, "d", n_boot=n_boot, seed=seed)
+    row.update(adjusted_win_rate=50 + wr.effect, adjusted_ci_low=50 + wr.ci_low, adjusted_ci_high=50 + wr.ci_high)
+    if all(f["p_a"].notna().all() for f in frames):  # a local judge's P(A better)
+        pa = compare.mean_over(frames, "p_a", n_boot=n_boot, seed=seed)
+        row.update(p_a=pa.effect, p_a_ci_low=pa.ci_low, p_a_ci_high=pa.ci_high)
+    return {**row, **_lc_columns(frames, n_boot=n_boot, seed=seed)}
 
 
 def table2(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Table 2: the final models head to head (Sr-DPO vs DPO, ...) per benchmark/judge, beside the paper."""
+    """Table 2: the final models head to head (Sr-DPO vs DPO, ...) per benchmark/judge and seed, beside the
+    paper, with the length-controlled win rate; with several seeds also pooled over them (seed 'all')."""
+    from analysis import compare
+
     rows = []
     for (bench, judge), df in inputs.pair.items():
-        for oa, ob in final_pairs(inputs, df):
-            ea, eb = inputs.main(oa), inputs.main(ob)
-            row = compare(df, bench, judge, ea.model_id, eb.model_id, n_boot=n_boot, seed=seed)
-            if row is None:
-                continue
-            row.update(objective_a=oa, objective_b=ob)
-            paper = paper_numbers.table2_row(oa, ob, bench)
-            row.update(dict(zip(("paper_win", "paper_tie", "paper_loss"), paper or (np.nan,) * 3)))
-            rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS + ["objective_a", "objective_b", "paper_win", "paper_tie",
-                                                 "paper_loss"])
+        per_pair: dict[tuple[str, str], list] = {}
+        for s in inputs.seeds():
+            for oa, ob in compare.judged_pairs(inputs, df, s):
+                ea, eb = inputs.main(oa, s), inputs.main(ob, s)
+                row = compare_models(df, bench, judge, ea.model_id, eb.model_id, n_boot=n_boot, seed=seed)
+                frame = compare._judged(inputs, (bench, judge), ea, eb)
+                if row is None or frame is None:
+                    continue
+                row.update(objective_a=oa, objective_b=ob, seed=s, **_lc_columns([frame], n_boot=n_boot, seed=seed))
+                paper = paper_numbers.table2_row(oa, ob, bench)
+                row.update(dict(zip(("paper_win", "paper_tie", "paper_loss"), paper or (np.nan,) * 3)))
+                per_pair.setdefault((oa, ob), []).append((row, frame))
+        for done in per_pair.values():
+            rows += [r for r, _ in done]
+            if len(done) > 1:
+                rows.append(_pooled_row([r for r, _ in done], [f for _, f in done], n_boot=n_boot, seed=seed))
+    return pd.DataFrame(rows, columns=COLUMNS + ["lc_win_rate", "lc_ci_low", "lc_ci_high", "objective_a", "objective_b",
+                                                 "seed", "paper_win", "paper_tie", "paper_loss"])
+
+
+def _lambda_finals(inputs: Inputs, sr: str, eb: ModelEntry, seed: int) -> dict[float, ModelEntry]:
+    """λ → the final Sr-X model of that λ with X's β and pairs seen, of one seed."""
+    finals: dict[float, ModelEntry] = {}
+    for e in inputs.models:
+        if e.objective != sr or e.lam is None or seed_of(e) != seed:
+            continue
+        if eb.beta is not None and e.beta is not None and e.beta != eb.beta:
+            continue
+        if eb.pairs_seen is not None and e.pairs_seen is not None and e.pairs_seen != eb.pairs_seen:
+            continue
+        rank = lambda x: (x.pairs_seen or -1, is_final(x))  # noqa: E731
+        if e.lam not in finals or rank(e) > rank(finals[e.lam]):
+            finals[e.lam] = e
+    return finals
 
 
 def lambda_table(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Figure 2a data: each final Sr-X model (one per λ, same β and pairs seen as X) against X."""
+    """Figure 2a data: each final Sr-X model (one per λ, same β and pairs seen as X) against X, per seed."""
     rows = []
-    for sr, base in objectives.sr_pairs():
-        eb = inputs.main(base)
-        if eb is None:
-            continue
-        finals: dict[float, ModelEntry] = {}
-        for e in inputs.models:
-            if e.objective != sr or e.lam is None:
+    for s in inputs.seeds():
+        for sr, base in objectives.sr_pairs():
+            eb = inputs.main(base, s)
+            if eb is None:
                 continue
-            if eb.beta is not None and e.beta is not None and e.beta != eb.beta:
-                continue
-            if eb.pairs_seen is not None and e.pairs_seen is not None and e.pairs_seen != eb.pairs_seen:
-                continue
-            rank = lambda x: (x.pairs_seen or -1, is_final(x))
-            if e.lam not in finals or rank(e) > rank(finals[e.lam]):
-                finals[e.lam] = e
-        for (bench, judge), df in inputs.pair.items():
-            for lam, e in sorted(finals.items()):
-                row = compare(df, bench, judge, e.model_id, eb.model_id, n_boot=n_boot, seed=seed)
-                if row is not None:
-                    rows.append({"objective": sr, "lam": lam, **row})
-    return pd.DataFrame(rows, columns=["objective", "lam"] + COLUMNS)
+            finals = _lambda_finals(inputs, sr, eb, s)
+            for (bench, judge), df in inputs.pair.items():
+                for lam, e in sorted(finals.items()):
+                    row = compare_models(df, bench, judge, e.model_id, eb.model_id, n_boot=n_boot, seed=seed)
+                    if row is not None:
+                        rows.append({"objective": sr, "lam": lam, "seed": s, **row})
+    return pd.DataFrame(rows, columns=["objective", "lam", "seed"] + COLUMNS)
 
 
 def training_winrate_table(inputs: Inputs, baseline: str | None = None, *, n_boot: int = 2000,
                            seed: int = 0) -> pd.DataFrame:
-    """Win-rate curves: every objective's checkpoints against a baseline model (default: SFT, else DPO)
-    and, per matching pairs seen, Sr-X against X (the paper's Figure 2b, ``vs = 'X'``)."""
+    """Win-rate curves, per seed: every objective's checkpoints against a baseline model (default: SFT,
+    else DPO) and, per matching pairs seen, Sr-X against X (the paper's Figure 2b, ``vs = 'X'``)."""
     rows = []
     if baseline is None:
         base = inputs.start() or next((inputs.main(o) for o in inputs.objectives()), None)
         baseline = base.model_id if base else None
     for (bench, judge), df in inputs.pair.items():
-        for obj in inputs.objectives():
-            for e in inputs.checkpoints(obj):
-                if baseline is not None:
-                    row = compare(df, bench, judge, e.model_id, baseline, n_boot=n_boot, seed=seed)
+        for s in inputs.seeds():
+            for obj in inputs.objectives():
+                for e in inputs.checkpoints(obj, s) if baseline is not None else []:
+                    row = compare_models(df, bench, judge, e.model_id, baseline, n_boot=n_boot, seed=seed)
                     if row is not None:
-                        rows.append({"objective": obj, "vs": "baseline", "pairs_seen": e.pairs_seen, **row})
-        for sr, base_obj in objectives.sr_pairs():
-            at = {e.pairs_seen: e for e in inputs.checkpoints(base_obj)}
-            for e in inputs.checkpoints(sr):
-                if e.pairs_seen in at:
-                    row = compare(df, bench, judge, e.model_id, at[e.pairs_seen].model_id, n_boot=n_boot, seed=seed)
-                    if row is not None:
-                        rows.append({"objective": sr, "vs": "X", "pairs_seen": e.pairs_seen, **row})
-    return pd.DataFrame(rows, columns=["objective", "vs", "pairs_seen"] + COLUMNS)
+                        rows.append({"objective": obj, "vs": "baseline", "pairs_seen": e.pairs_seen, "seed": s, **row})
+            for sr, base_obj in objectives.sr_pairs():
+                at = {e.pairs_seen: e for e in inputs.checkpoints(base_obj, s)}
+                for e in inputs.checkpoints(sr, s):
+                    if e.pairs_seen in at:
+                        row = compare_models(df, bench, judge, e.model_id, at[e.pairs_seen].model_id, n_boot=n_boot,
+                                             seed=seed)
+                        if row is not None:
+                            rows.append({"objective": sr, "vs": "X", "pairs_seen": e.pairs_seen, "seed": s, **row})
+    return pd.DataFrame(rows, columns=["objective", "vs", "pairs_seen", "seed"] + COLUMNS)
 
 
 def _bench_judges(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -134,7 +168,9 @@ def outcome_bars(t2: pd.DataFrame) -> Figure:
     fig, axes = style.new_figure((5.5 * len(panels), 3.6), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
         d = t2[(t2["bench"] == bench) & (t2["judge"] == judge)].reset_index(drop=True)
-        names = [f"{style.label(a)} vs {style.label(b)}" for a, b in zip(d["objective_a"], d["objective_b"])]
+        several = t2["seed"].astype(str).nunique() > 1
+        names = [f"{style.label(a)} vs {style.label(b)}" + (f" ({'pooled' if s == 'all' else f'seed {s}'})" if several else "")
+                 for a, b, s in zip(d["objective_a"], d["objective_b"], d["seed"])]
         left = np.zeros(len(d))
         for outcome in ("win", "tie", "loss"):
             ax.barh(names, d[outcome], left=left, color=style.OUTCOME_COLORS[outcome], label=outcome)
@@ -147,9 +183,22 @@ def outcome_bars(t2: pd.DataFrame) -> Figure:
     return fig
 
 
+def first_seed(t: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of the table's first seed (figures over λ or training draw one seed; the tables hold all),
+    and a title suffix naming it when there are several."""
+    seeds = sorted(t["seed"].unique())
+    return t[t["seed"] == seeds[0]], (f", seed {seeds[0]} of {len(seeds)}" if len(seeds) > 1 else "")
+
+
+def has_curve(t: pd.DataFrame, x: str, by: list[str]) -> bool:
+    """Whether some line of the figure would have two points or more (a single point is no curve)."""
+    return bool(len(t)) and bool((t.groupby(by)[x].nunique() > 1).any())
+
+
 @style.styled
 def lambda_figure(lt: pd.DataFrame) -> Figure:
     """Figure 2a: adjusted win rate (%) of Sr-X vs X against λ, with bootstrap CIs; λ = 0 is X itself."""
+    lt, which = first_seed(lt)
     panels = _bench_judges(lt)
     fig, axes = style.new_figure((5.0 * len(panels), 3.8), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
@@ -162,7 +211,7 @@ def lambda_figure(lt: pd.DataFrame) -> Figure:
                             capsize=3, label=f"{style.label(obj)} vs {style.label(base)}")
         # At λ = 0 the Sr objective is X itself, so its win rate against X is 50% by definition.
         ax.axhline(50, color="grey", ls="--", lw=1, label="λ = 0 (Sr-X ≡ X): 50%")
-        ax.set(xlabel="λ", ylabel="adjusted win rate vs X (%)", title=_bench_title(bench, judge), ylim=(0, 100))
+        ax.set(xlabel="λ", ylabel="adjusted win rate vs X (%)", title=_bench_title(bench, judge) + which, ylim=(0, 100))
         ax.legend()
     return fig
 
@@ -170,7 +219,7 @@ def lambda_figure(lt: pd.DataFrame) -> Figure:
 @style.styled
 def training_winrate_figure(wt: pd.DataFrame, vs: str) -> Figure:
     """Adjusted win rate (%) with CI bands against pairs seen, one line per objective, one panel per bench."""
-    d_all = wt[wt["vs"] == vs]
+    d_all, which = first_seed(wt[wt["vs"] == vs])
     panels = _bench_judges(d_all)
     fig, axes = style.new_figure((5.0 * len(panels), 3.8), 1, len(panels))
     for ax, (bench, judge) in zip(axes[0], panels):
@@ -185,7 +234,7 @@ def training_winrate_figure(wt: pd.DataFrame, vs: str) -> Figure:
                 ax.fill_between(o["pairs_seen"], o["adjusted_ci_low"], o["adjusted_ci_high"],
                                 color=style.color(obj), alpha=0.15, lw=0)
         ax.axhline(50, color="grey", ls="--", lw=1)
-        ax.set(xlabel="training pairs seen", ylabel="adjusted win rate (%)", title=_bench_title(bench, judge),
+        ax.set(xlabel="training pairs seen", ylabel="adjusted win rate (%)", title=_bench_title(bench, judge) + which,
                ylim=(0, 100))
         ax.legend()
     return fig
@@ -211,22 +260,27 @@ def winrate_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> Sec
     else:
         sec.notes.append("Table 2 skipped: no judgments between the final models of two objectives "
                          "(run `srdpo-eval judge --mode pairwise` on e.g. sr-dpo vs dpo)")
-    lt = lambda_table(inputs, n_boot=n_boot, seed=seed)
-    if len(lt):
-        sec.tables["figure2a_lambda"] = lt
-        sec.figures["figure2a_lambda"] = lambda_figure(lt)
-    else:
-        sec.notes.append("Figure 2a skipped: no judgments of Sr-X runs with a known λ against X")
-    wt = training_winrate_table(inputs, n_boot=n_boot, seed=seed)
-    if (wt["vs"] == "X").any():
-        sec.tables["figure2b_training"] = wt[wt["vs"] == "X"].reset_index(drop=True)
-        sec.figures["figure2b_training"] = training_winrate_figure(wt, "X")
-    else:
-        sec.notes.append("Figure 2b skipped: no judgments of Sr-X against X at the same number of pairs seen")
-    if (wt["vs"] == "baseline").any():
-        sec.tables["winrate_curves"] = wt[wt["vs"] == "baseline"].reset_index(drop=True)
-        sec.figures["winrate_curves"] = training_winrate_figure(wt, "baseline")
-    else:
-        sec.notes.append("win-rate curves skipped: no judgments of checkpoints (models with pairs_seen) "
-                         "against the baseline (SFT, else DPO)")
+    _curve_figures(sec, inputs, n_boot=n_boot, seed=seed)
     return sec
+
+
+def _curve_figures(sec: Section, inputs: Inputs, *, n_boot: int, seed: int) -> None:
+    """Figure 2a (over λ), Figure 2b and the win-rate curves (over pairs seen): their tables whenever there
+    are judgments, their figures only where a line has two points or more (one point is no curve)."""
+    lt = lambda_table(inputs, n_boot=n_boot, seed=seed)
+    wt = training_winrate_table(inputs, n_boot=n_boot, seed=seed)
+    parts = (("figure2a_lambda", lt, "lam", lambda_figure, "Sr-X runs at two or more λ judged against X "
+                                                           "(train.lam_sweep)"),
+             ("figure2b_training", wt[wt["vs"] == "X"], "pairs_seen", lambda t: training_winrate_figure(t, "X"),
+              "Sr-X judged against X at two or more numbers of pairs seen (bench.checkpoints: all)"),
+             ("winrate_curves", wt[wt["vs"] == "baseline"], "pairs_seen",
+              lambda t: training_winrate_figure(t, "baseline"),
+              "checkpoints judged against the baseline at two or more numbers of pairs seen (bench.checkpoints: all)"))
+    for name, t, x, draw, needs in parts:
+        t = t.reset_index(drop=True)
+        if len(t):
+            sec.tables[name] = t
+        if has_curve(t, x, ["bench", "judge", "objective", "seed"]):
+            sec.figures[name] = draw(t)
+        else:
+            sec.notes.append(f"{name} figure skipped: it needs {needs}" + (f"; its table has {len(t)} rows" if len(t) else ""))

@@ -123,8 +123,10 @@ def load_generator(checkpoint: str | Path, cfg: GenerationConfig):
     raise UserError(f"backend {cfg.backend!r}: use 'hf' or 'vllm'")
 
 
-def answer_record(question_id: int, model_id: str, turns: list[str], key: dict | None = None) -> dict:
-    """One line of a FastChat answer file (FastChat ignores the extra ``srdpo`` key). The answer_id is a
+def answer_record(question_id: int, model_id: str, turns: list[str], key: dict | None = None,
+                  tokens: list[int] | None = None) -> dict:
+    """One line of a FastChat answer file (FastChat ignores the extra ``srdpo`` key and the choice's
+    ``tokens``, each turn's length in the model's tokens: the analysis' length control). The answer_id is a
     name-based UUID of the answer's content, so the same answer gets the same id in every run (only
     ``tstamp`` tells runs apart)."""
     name = json.dumps([question_id, model_id, turns, key], sort_keys=True, ensure_ascii=False)
@@ -135,7 +137,8 @@ def answer_record(question_id: int, model_id: str, turns: list[str], key: dict |
     except ImportError:
         answer_id = uuid.uuid5(uuid.NAMESPACE_URL, name).hex
     rec = {"question_id": question_id, "answer_id": answer_id, "model_id": model_id,
-           "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()}
+           "choices": [{"index": 0, "turns": turns, **({"tokens": tokens} if tokens is not None else {})}],
+           "tstamp": time.time()}
     if key is not None:
         rec["srdpo"] = key
     return rec
@@ -261,7 +264,9 @@ def _answer(gen, todo: list[Question], answered: dict[int, list[str]], out_path:
                     q = due[i]
                     answered.setdefault(q.question_id, []).append(text)
                     if turn == len(q.turns) - 1:
-                        out.write(answer_record(q.question_id, model_id, answered[q.question_id], key))
+                        turns = answered[q.question_id]
+                        out.write(answer_record(q.question_id, model_id, turns, key,
+                                                tokens=[gen.count_tokens(t) for t in turns]))
                     else:
                         side.write({"question_id": q.question_id, "turn": turn, "text": text, "srdpo": key})
                 bar.update(len(idx))

@@ -26,6 +26,10 @@ class Generator(Protocol):
         """Number of tokens of ``prompt`` as it will be fed to the model."""
         ...
 
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of an answer (no special tokens): its length in the model's own units."""
+        ...
+
     def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int, seed: int) -> list[str]:
         """One answer per prompt (greedy when ``temperature`` is 0, else sampling seeded by ``seed``)."""
         ...
@@ -159,6 +163,9 @@ class HFGenerator:
     def prompt_length(self, prompt: str) -> int:
         return len(self.fmt.encode(prompt))
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
     def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int,
                  seed: int | list[int]) -> list[str]:
         """One answer per prompt: greedy at temperature 0, else sampled from softmax(logits / temperature)
@@ -227,6 +234,9 @@ class VLLMGenerator:
 
     def prompt_length(self, prompt: str) -> int:
         return len(self.fmt.encode(prompt))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def generate(self, prompts: list[str], *, temperature: float, max_new_tokens: int,
                  seed: int | list[int]) -> list[str]:

@@ -5,7 +5,9 @@
     sft                   the starting policy π_ref (the SFT model, trained here or given)
     local-<model id>      a local judge (an openai-compatible judge is named by its model, e.g. gpt-4)
 
-Run names are the objective, or ``<objective>-lam<λ>`` for the extra runs of a λ sweep.
+Run names are ``<objective>[-lam<λ>][-s<seed>]``: the objective, with the λ of an extra run of a λ sweep
+and the training seed when it is not 0 (seed 0 keeps the plain name, so a one-seed run reads as before
+and adding seeds to a finished run retrains nothing of seed 0).
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@+-]+", "_", name).strip("_") or "model"
 
 
-def run_name(objective: str, lam: float | None = None, main_lam: float | None = None) -> str:
-    """The run of ``objective``: its name, or ``<objective>-lam<λ>`` for a λ other than the main one."""
-    if lam is None or main_lam is None or lam == main_lam:
-        return objective
-    return f"{objective}-lam{lam:g}"
+def run_name(objective: str, lam: float | None = None, main_lam: float | None = None, seed: int = 0) -> str:
+    """The run of ``objective``: its name, ``-lam<λ>`` for a λ other than the main one, ``-s<seed>`` for a
+    seed other than 0."""
+    name = objective if lam is None or main_lam is None or lam == main_lam else f"{objective}-lam{lam:g}"
+    return name if not seed else f"{name}-s{seed}"
 
 
 def final_id(run: str) -> str:
@@ -93,10 +95,11 @@ class ParsedId:
     objective: str
     lam: float | None
     pairs_seen: int | None
+    seed: int = 0
 
 
 def parse_model_id(model_id: str) -> ParsedId | None:
-    """Objective, λ and pairs seen read back from an id ('sr-dpo', 'dpo-p1024', 'sr-ipo-lam0.3-p256').
+    """Objective, λ, seed and pairs seen read back from an id ('sr-dpo', 'dpo-p1024', 'sr-ipo-lam0.3-s2-p256').
 
     Only for results whose models.json is missing; None when the id names no known objective.
     """
@@ -107,4 +110,6 @@ def parse_model_id(model_id: str) -> ParsedId | None:
         return None
     pairs = re.search(r"-p(\d+)$", name)
     lam = re.search(r"-lam(\d+(?:\.\d+)?)(?:$|-)", name)
-    return ParsedId(objective, float(lam.group(1)) if lam else None, int(pairs.group(1)) if pairs else None)
+    seed = re.search(r"-s(\d+)(?:$|-p\d+$)", name)
+    return ParsedId(objective, float(lam.group(1)) if lam else None, int(pairs.group(1)) if pairs else None,
+                    int(seed.group(1)) if seed else 0)

@@ -146,6 +146,7 @@ class ModelEntry:
     step: int | None = None
     pairs_seen: int | None = None
     run: str | None = None  # the train/<run> it comes from
+    seed: int | None = None  # the training seed (None: not trained here, or recorded before seeds were)
 
     @property
     def is_final(self) -> bool:
@@ -168,7 +169,7 @@ def checkpoints_of_run(train_dir: str | Path) -> list[ModelEntry]:
         if info:
             out.append(ModelEntry(ids.model_id_for_checkpoint(ck), str(ck), info.get("objective", "base"),
                                   beta=info.get("beta"), lam=info.get("lam"), step=info.get("step"),
-                                  pairs_seen=info.get("pairs_seen"), run=d.name))
+                                  pairs_seen=info.get("pairs_seen"), run=d.name, seed=info.get("seed")))
     return out
 
 

@@ -262,6 +262,7 @@ def apply(obj, updates: dict, source: Source, path: tuple[str, ...] = ()):
 
             close = difflib.get_close_matches(name, by_name, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known here: {', '.join(sorted(by_name))}"
+            hint = f"it is set {cls.__moved__[name]}" if name in getattr(cls, "__moved__", {}) else hint
             raise ConfigError(f"{where}: unknown setting ({hint})")
         tp = hints[name]
         if is_dataclass(tp) and not (value is None and type(None) in get_args(tp)):
@@ -279,12 +280,13 @@ def check_required(obj, source: Source, path: tuple[str, ...] = ()) -> None:
             raise ConfigError(f"{source.at((*path, f.name))}: required, but not given")
 
 
-def section(base, *, drop=(), optional: bool = False):
+def section(base, *, drop=(), optional: bool = False, moved: dict[str, str] | None = None):
     """Class decorator: the decorated class becomes a dataclass with ``base``'s fields (their types,
     defaults and metadata) minus ``drop``, followed by its own annotated fields. A reproduce config's
     sections are declared so (``@section(TrainConfig, ...) class TrainSection:``): each stage's defaults
     are written once, in the stage. ``optional``: every field taken from ``base`` defaults to None, meaning
-    "not set here" (e.g. SFT settings that fall back to the training section)."""
+    "not set here" (e.g. SFT settings that fall back to the training section). ``moved``: a dropped name →
+    where it is set instead (said when a config gives it)."""
 
     def make(cls):
         hints = _hints(base)
@@ -302,7 +304,7 @@ def section(base, *, drop=(), optional: bool = False):
                 out.append((f.name, hints[f.name], field(default=f.default, metadata=md)))
         own = dataclasses.dataclass(cls)
         out += [(f.name, f.type, f) for f in fields(own)]
-        return dataclasses.make_dataclass(cls.__name__, out, namespace={"__doc__": cls.__doc__,
+        return dataclasses.make_dataclass(cls.__name__, out, namespace={"__doc__": cls.__doc__, "__moved__": moved or {},
                                                                         "__module__": cls.__module__})
 
     return make

@@ -3,6 +3,7 @@
 Each section is derived from its stage's own config (contracts.settings.derive), so every stage option
 can be set here, with the stage's default written once, in the stage:
 
+    seeds:        the training seeds (each objective is trained once per seed)
     train:        trainer.config.TrainConfig     (all options but the per-run ones), + objectives, λ sweep
     sft:          the same options, each falling back to train: when unset, + enabled, data
     bench:        benchmarks.answers.GenerationConfig, + benches, per_category, limit, checkpoints, data_dir
@@ -35,9 +36,11 @@ from trainer.config import PER_RUN, TrainConfig
 # per-run settings that the top level of the config gives (model, data, ...) or reproduce decides
 _RUN_SPECIFIC = tuple(k for k in PER_RUN if k != "lam")
 
-@section(TrainConfig, drop=("objective", *_RUN_SPECIFIC))
+@section(TrainConfig, drop=("objective", "seed", *_RUN_SPECIFIC),
+         moved={"seed": "at the top level, as a list: seeds: [0, 1, 2] (one training run per seed)"})
 class TrainSection:
-    """`train:`: every training option (trainer.config.TrainConfig) but the per-run ones, for all runs."""
+    """`train:`: every training option (trainer.config.TrainConfig) but the per-run ones (and the seed: the
+    top-level ``seeds``), for all runs."""
 
     objectives: list[str] = option(default_factory=lambda: list(objectives.PAPER), choices=objectives.preference,
                                    help="the objectives to train (any of contracts.objectives; default: the paper's "
@@ -84,6 +87,8 @@ class DeltaSection:
     enabled: bool = option(True)
     pairs: str | None = option(None, help="pairs with per-response ratings (Table 4); default: the held-out "
                                           "default data")
+    checkpoints: str = option("all", choices=("final", "all"),
+                              help="every saved checkpoint (held-out accuracy over training) or finals only")
 
 
 @section(JudgeConfig, drop=("backend", "model"))
@@ -119,6 +124,9 @@ class ReproduceConfig:
     ref_model: str | None = option(None, help="default: the policy's starting point (the SFT model when SFT runs)")
     data: str = option("default", help="preference data file or HF dataset; 'default' = the shipped pairs")
     data_split: str = option("train")
+    seeds: list[int] = option(default_factory=lambda: [0], ge=0, metavar="SEED",
+                              help="train every objective once per seed (data order, initialisation, dropout, "
+                                   "answer sampling); results per seed and pooled")
     sft: SFTSection = field(default_factory=SFTSection)
     train: TrainSection = field(default_factory=TrainSection)
     bench: BenchSection = field(default_factory=BenchSection)
@@ -133,6 +141,8 @@ def validate(cfg: ReproduceConfig, where: str = "config") -> ReproduceConfig:
     for pair in cfg.judge.pairs or []:
         if len(pair) != 2:
             raise ConfigError(f"{where}: judge.pairs: each entry must be [A, B], got {pair!r}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"{where}: seeds: give one or more different seeds, got {cfg.seeds}")
     t = cfg.train
     if t.max_prompt_length >= t.max_length:
         raise ConfigError(f"{where}: train.max_prompt_length ({t.max_prompt_length}) must be smaller than "

@@ -13,12 +13,13 @@ import json
 import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from contracts import ids, objectives
 from contracts.errors import UserError
 from contracts.files import write_text
 from contracts.judges import get_judge_backend
-from contracts.run_dir import RunDir
+from contracts.run_dir import ModelEntry, RunDir
 from contracts.settings import values
 from srdpo_eval.config import ReproduceConfig, judge_backend_kind
 
@@ -118,19 +119,30 @@ def stage_config(cls, section, **decided):
     return cls(**{**values(section, {f.name for f in fields(cls)} - set(decided)), **decided})
 
 
-def run_names(cfg: ReproduceConfig) -> list[tuple[str, str, float | None]]:
-    """(run name, objective, λ) for every training run: the objectives, then the λ sweep of Sr ones."""
-    t = cfg.train
-    out = [(o, o, t.lam if objectives.needs_refine(o) else None) for o in t.objectives]
-    for lam in t.lam_sweep:
-        out += [(ids.run_name(o, lam, t.lam), o, float(lam)) for o in t.objectives
-                if objectives.needs_refine(o) and lam != t.lam]
+class Run(NamedTuple):
+    """One training run of a reproduce config."""
+
+    name: str  # train/<name>: contracts.ids.run_name
+    objective: str
+    lam: float | None
+    seed: int = 0
+
+
+def run_names(cfg: ReproduceConfig) -> list[Run]:
+    """Every training run: per seed, the objectives, then the λ sweep of the Sr ones."""
+    t, out = cfg.train, []
+    for seed in cfg.seeds:
+        out += [Run(ids.run_name(o, seed=seed), o, t.lam if objectives.needs_refine(o) else None, seed)
+                for o in t.objectives]
+        for lam in t.lam_sweep:
+            out += [Run(ids.run_name(o, lam, t.lam, seed), o, float(lam), seed) for o in t.objectives
+                    if objectives.needs_refine(o) and lam != t.lam]
     return out
 
 
-def train_config(ctx: Context, run: str, objective: str, lam: float | None):
+def train_config(ctx: Context, run: str, objective: str, lam: float | None, seed: int | None = None):
     """The trainer's TrainConfig for one run: the train: section's options (the sft: section's on top for
-    SFT), plus what the pipeline decides per run."""
+    SFT), plus what the pipeline decides per run (the SFT stage, run once, takes the first seed)."""
     from trainer.config import TrainConfig
 
     cfg = ctx.cfg
@@ -141,6 +153,7 @@ def train_config(ctx: Context, run: str, objective: str, lam: float | None):
         opts.update(data=cfg.sft.data or ctx.data, model=ctx.base_model)
     else:  # (settings an objective's loss does not read stay out of its key: trainer.config.result_settings)
         opts.update(data=ctx.data, model=ctx.model, ref_model=ctx.ref_model, **({"lam": lam} if lam is not None else {}))
+    opts["seed"] = seed if seed is not None else opts.get("seed", cfg.seeds[0])  # SFT: sft.seed, else the first
     tcfg = TrainConfig(**opts, objective=objective, split=cfg.data_split, output=str(ctx.rd.train(run)),
                        ref_cache_dir=str(ctx.rd.refcache), resume=True)
     tcfg.check()
@@ -176,10 +189,13 @@ def judge_name(ctx: Context) -> str:
     return name(judge_config(ctx))
 
 
-def generation_config(ctx: Context):
+def generation_config(ctx: Context, model: ModelEntry | None = None):
+    """The answers' config; a model trained with seed k samples with bench.seed + k (its seed sets its
+    answers' sampling too, and seed 0 keeps bench.seed)."""
     from benchmarks.answers import GenerationConfig
 
-    return stage_config(GenerationConfig, ctx.cfg.bench)
+    seed = ctx.cfg.bench.seed + ((model.seed or 0) if model is not None else 0)
+    return stage_config(GenerationConfig, ctx.cfg.bench, seed=seed)
 
 
 def leaderboard_config(ctx: Context):
@@ -225,7 +241,7 @@ def launch_commands(ctx: Context) -> dict[str, list[str]]:
     """Unit name → the command ``train.launcher`` runs for it (empty when training runs in this process)."""
     if not ctx.cfg.train.launcher:
         return {}
-    runs = [("sft", objectives.sft(), None)] if ctx.cfg.sft.enabled else []
+    runs = [Run("sft", objectives.sft(), None, ctx.cfg.seeds[0])] if ctx.cfg.sft.enabled else []
     out = {f"train/{r[0]}": launch_command(ctx, train_config(ctx, *r)) for r in runs + run_names(ctx.cfg)}
     pref = [r for r in run_names(ctx.cfg) if objectives.get(r[1]).reference]
     if pref:

@@ -17,7 +17,7 @@ from srdpo_eval.manifest import Unit, remove_path
 def answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> Unit:
     from benchmarks.answers import result_key
 
-    gcfg = C.generation_config(ctx)
+    gcfg = C.generation_config(ctx, m)
 
     def run():
         from benchmarks.answers import generate_answers

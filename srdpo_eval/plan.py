@@ -29,6 +29,9 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
             print(f"  {'':6s} {'':{width}s}  $ {shlex.join(launches[u.name])}")
     runs = [(u, a) for u, a in plan(units1, manifest) if u.name.startswith("train/")]
     todo = sum(a != "skip" for _, a in runs)
+    seeds = ctx.cfg.seeds
+    print(f"seeds: {', '.join(map(str, seeds))} (every objective trained once per seed)" if len(seeds) > 1 else
+          f"seed: {seeds[0]} (one training run per objective: no run-to-run variation is measured)")
     print(f"training: {todo} runs x {expected_steps(ctx)} steps of {ctx.cfg.train.batch_size} pairs"
           + (f" ({len(runs) - todo} already finished)" if todo < len(runs) else "") if todo else
           f"training: all {len(runs)} runs finished")

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--output", help="run directory (default: runs/<config name>)")
     p.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
                    help=f"run only these stages ({', '.join(STAGES)}); the others are left as they are")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train every objective once per seed (overrides the config's seeds:)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan: units to run or skip, training steps, judge calls and cost; run nothing")
     p.add_argument("--workers", type=_positive, metavar="N",
@@ -53,10 +55,15 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _run(args) -> int:
+    from contracts.errors import UserError
     from srdpo_eval.config import load_config
     from srdpo_eval.reproduce import reproduce
 
     cfg = load_config(args.config)
+    if args.seeds is not None:
+        if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+            raise UserError(f"--seeds: give different seeds, each a number >= 0; got {' '.join(map(str, args.seeds))}")
+        cfg.seeds = list(args.seeds)
     out = args.output or f"runs/{cfg.name}"
     reproduce(cfg, out, stages=args.stages, dry_run=args.dry_run, workers=args.workers, shard=args.shard)
     return 0

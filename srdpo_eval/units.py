@@ -40,12 +40,13 @@ def phase1_units(ctx: Context) -> list[Unit]:
         units.append(Unit("train/sft", "sft", result_key(tcfg, C.train_inputs(ctx, objectives.sft())),
                           lambda t=tcfg: _run_training(ctx, t), clear=lambda: remove_path(ctx.rd.train("sft")),
                           describe=f"SFT of {ctx.base_model} on the chosen answers"))
-    if any(objectives.get(o).reference for _, o, _ in runs):
+    if any(objectives.get(r.objective).reference for r in runs):
         units.append(_reference_unit(ctx, runs))
     steps = expected_steps(ctx)  # reads the data once, for the descriptions
-    for run, objective, lam in runs:
-        tcfg = C.train_config(ctx, run, objective, lam)
+    for run, objective, lam, seed in runs:
+        tcfg = C.train_config(ctx, run, objective, lam, seed)
         lam_txt = f", λ={tcfg.lam:g}" if objectives.needs_refine(objective) else ""
+        lam_txt += f", seed {seed}" if len(ctx.cfg.seeds) > 1 else ""
         units.append(Unit(f"train/{run}", "train", result_key(tcfg, C.train_inputs(ctx, objective)),
                           lambda t=tcfg: _run_training(ctx, t),
                           deps=["reference"] + (["train/sft"] if ctx.cfg.sft.enabled else []),
@@ -79,13 +80,14 @@ def _run_training(ctx: Context, tcfg) -> dict:
     return {"final": str(final), "sha256": {w.name: sha256_file(w) for w in weights}}
 
 
-def _reference_unit(ctx: Context, runs: list[tuple[str, str, float | None]]) -> Unit:
+def _reference_unit(ctx: Context, runs: list[C.Run]) -> Unit:
     """Reference log-probs on x and p ⊕ x, once, before any objective trains: the trainer's own
-    reference pass, whose cache entry every run then finds."""
+    reference pass, whose cache entry every run (of every seed: the seed is not in its key) then finds."""
     from trainer.config import reference_key
 
-    name, objective, lam = next(r for r in runs if objectives.get(r[1]).reference)
-    tcfg = C.train_config(ctx, name, objective, lam)
+    first = next(r for r in runs if objectives.get(r.objective).reference)
+    tcfg = C.train_config(ctx, *first)
+    objective = first.objective
 
     def run():
         from trainer.train import reference_pass
@@ -128,8 +130,8 @@ def expected_steps(ctx: Context) -> int | str:
 def trained_models(ctx: Context) -> list[ModelEntry]:
     """The initial policy plus every checkpoint the runs wrote (from their srdpo_info.json)."""
     entries = [ModelEntry(START_ID, ctx.model, objectives.sft(), step=0, pairs_seen=0)]
-    for run, _, _ in C.run_names(ctx.cfg):
-        entries += checkpoints_of_run(ctx.rd.train(run))
+    for r in C.run_names(ctx.cfg):
+        entries += checkpoints_of_run(ctx.rd.train(r.name))
     return entries
 
 
@@ -138,13 +140,13 @@ def expected_models(ctx: Context) -> list[ModelEntry]:
     entries = [ModelEntry(START_ID, ctx.model, objectives.sft(), step=0, pairs_seen=0)]
     steps = expected_steps(ctx)
     every = ctx.cfg.train.save_every
-    for run, objective, lam in C.run_names(ctx.cfg):
+    for run, objective, lam, seed in C.run_names(ctx.cfg):
         if every and isinstance(steps, int):
             for s in range(every, steps, every):
                 seen = s * ctx.cfg.train.batch_size
                 entries.append(ModelEntry(ids.checkpoint_id(run, seen), "", objective, lam=lam, step=s,
-                                          pairs_seen=seen, run=run))
-        entries.append(ModelEntry(ids.final_id(run), "", objective, lam=lam, run=run))
+                                          pairs_seen=seen, run=run, seed=seed))
+        entries.append(ModelEntry(ids.final_id(run), "", objective, lam=lam, run=run, seed=seed))
     return entries
 
 
@@ -164,23 +166,28 @@ def default_pairs(trained: list[str]) -> list[tuple[str, str]]:
 
 
 def judge_pairs(ctx: Context, models: list[ModelEntry]) -> list[tuple[str, str]]:
-    """Head-to-head pairs: the config's (final models), the same pairs at every shared number of
-    training pairs (win rate over training), Sr-X at each λ vs X (Figure 2a), everything vs baseline."""
+    """Head-to-head pairs, within each seed: the config's (final models), the same pairs at every shared
+    number of training pairs (win rate over training), Sr-X at each λ vs X (Figure 2a); then everything vs
+    the baseline."""
     have = {m.model_id for m in models}
     by_run_pairs = {(m.run, m.pairs_seen): m.model_id for m in models if m.run}
+    trained = ctx.cfg.train.objectives
     out: list[tuple[str, str]] = []
-    for a, b in ctx.cfg.judge.pairs or default_pairs(ctx.cfg.train.objectives):
-        if a in have and b in have:
-            out.append((a, b))
-        if ctx.cfg.bench.checkpoints == "all":
-            for (run, seen), mid in sorted(by_run_pairs.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-                other = by_run_pairs.get((b, seen))
-                if run == a and other and mid != a:
-                    out.append((mid, other))
-    for run, objective, lam in C.run_names(ctx.cfg):
+    for seed in ctx.cfg.seeds:
+        of_seed = lambda name: ids.run_name(name, seed=seed) if name in trained else name  # noqa: E731
+        for a, b in (tuple(map(of_seed, p)) for p in ctx.cfg.judge.pairs or default_pairs(trained)):
+            if a in have and b in have:
+                out.append((a, b))
+            if ctx.cfg.bench.checkpoints == "all":
+                for (run, seen), mid in sorted(by_run_pairs.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+                    other = by_run_pairs.get((b, seen))
+                    if run == a and other and mid != a:
+                        out.append((mid, other))
+    for run, objective, lam, seed in C.run_names(ctx.cfg):
         base = objectives.get(objective).base
-        if run != objective and run in have and base in have:
-            out.append((run, base))
+        base_run = ids.run_name(base, seed=seed) if base else None
+        if run != ids.run_name(objective, seed=seed) and run in have and base_run in have:
+            out.append((run, base_run))
     baseline = ctx.cfg.judge.baseline
     if baseline and baseline in have:
         out += [(m.model_id, baseline) for m in models if m.model_id != baseline]
@@ -200,7 +207,7 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
         return {"models": len(models)}
 
     units = [Unit("models", "models", {"models": [asdict(m) for m in models]}, models_json,
-                  deps=[f"train/{r}" for r, _, _ in C.run_names(cfg)], describe=f"{len(models)} models")]
+                  deps=[f"train/{r.name}" for r in C.run_names(cfg)], describe=f"{len(models)} models")]
     answered = bench_models(ctx, models)
     for bench in cfg.bench.benches:
         units += [answers_unit(ctx, bench, m, deps_of(m.model_id)) for m in answered]
@@ -208,7 +215,8 @@ def phase2_units(ctx: Context, models: list[ModelEntry]) -> list[Unit]:
     if cfg.leaderboard.enabled:
         units += leaderboard_units(ctx, models if cfg.leaderboard.checkpoints == "all" else answered, deps_of)
     if cfg.delta.enabled and ctx.delta_pairs:
-        units += [delta_unit(ctx, m, deps_of(m.model_id)) for m in models if m.model_id == m.run]  # finals
+        scored = [m for m in models if m.run and (cfg.delta.checkpoints == "all" or m.model_id == m.run)]
+        units += [delta_unit(ctx, m, deps_of(m.model_id)) for m in scored]
     units.append(_figures_unit(ctx, [u.name for u in units]))
     return units
 

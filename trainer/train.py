@@ -306,7 +306,7 @@ def _setup(cfg: TrainConfig) -> _Run:
     identity = {"objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if obj.refine else None,
                 "settings": {k: getattr(cfg, k) for k in obj.settings}, "reduce": cfg.reduce, "model": cfg.model,
                 "ref_model": (cfg.ref_model or cfg.model) if obj.reference else None, "data": cfg.data,
-                "data_hash": pairs_hash(pairs)}
+                "data_hash": pairs_hash(pairs), "seed": cfg.seed}
     info = {**identity, "train_pairs": len(pairs), "dropped_pairs": len(report.dropped),
             "dropped": [[str(i), r] for i, r in report.dropped],
             "truncation": {"prompt_truncated": report.prompt_truncated,

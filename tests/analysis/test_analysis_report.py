@@ -185,7 +185,7 @@ def _lines(fig, label_re=None):
 
 EXPECTED_FIGURES = {"figure1_margin_accuracy", "figure1_prompted_accuracy", "training_curves", "table2_outcomes",
                     "figure2a_lambda", "figure2b_training", "winrate_curves", "mt_bench_categories_gpt-4",
-                    "figure3_leaderboard", "table4_scatter"}
+                    "figure3_leaderboard", "table4_scatter", "comparisons_forest"}
 
 
 def test_every_figure_is_a_valid_png_and_pdf_of_its_size(built):
@@ -216,7 +216,9 @@ def test_first_paragraph_says_what_the_run_is(built, tmp_path):
     from analysis.inputs import Inputs, TrainRun
 
     run, _ = built
-    first = run.report.read_text().split("\n\n")[1]
+    paragraphs = run.report.read_text().split("\n\n")
+    assert paragraphs[1].startswith("## The answer")  # the answer first, then what the run is
+    first = next(p for p in paragraphs if p.startswith("**What this run is"))
     assert first.startswith("**What this run is: a pipeline check at toy scale")
     assert f"{STEPS * BATCH} preference pairs each ({STEPS} optimizer steps)" in first
     assert re.search(rf"\b{len(QIDS)} MT-Bench questions( and \d+ [\w-]+ questions)? judged by gpt-4", first)
@@ -391,7 +393,7 @@ def test_partial_run_dir_skips_only_what_is_missing(tmp_path):
     (run.leaderboard / "scores.csv").unlink()
     shutil.rmtree(run.root / "train")
     rep = build_report(run.root, n_boot=50)
-    assert set(rep.figures) == {"table4_scatter"}
+    assert set(rep.figures) == {"table4_scatter", "comparisons_forest"}  # the Δπ tables still compare Sr-DPO, DPO
     for stage in ("leaderboard", "judge --mode pairwise", "judge --mode single", "train"):
         assert any(f"srdpo-eval {stage}" in n for n in rep.notes), stage
     assert "table4_summary" in rep.tables and "table3_leaderboard" not in rep.tables
@@ -509,3 +511,18 @@ def test_reference_free_margins_never_share_an_axis_with_reference_margins():
     assert titles["Reward margin"] == {"DPO", "Sr-DPO"} and "SimPO" in titles["Loss, relative to the first step"]
     simpo_ax = next(ax for ax in figure1_margin_accuracy(table).axes if ax.get_title() == "SimPO")
     assert "ā⁺ − ā⁻" in simpo_ax.get_ylabel()
+
+
+def test_no_text_of_any_figure_is_cut_off(built):
+    """Titles, labels, tick labels and legends lie inside their figure (a clipped title reads as a bug):
+    the box of everything drawn (in inches) fits the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    _, rep = built
+    for name in rep.figures:
+        fig = _figure(rep, name)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        drawn, (w, h) = fig.get_tightbbox(renderer), fig.get_size_inches()
+        assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= w + 0.01 and drawn.y1 <= h + 0.01, \
+            f"{name}: something drawn reaches outside the figure ({drawn} in a {w}x{h} inch figure)"

@@ -44,6 +44,9 @@ class Recording:
     def prompt_length(self, prompt):
         return self.inner.prompt_length(prompt)
 
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
     def generate(self, prompts, *, temperature, max_new_tokens, seed):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt("simulated kill")
@@ -154,7 +157,10 @@ def test_answer_file_is_fastchat_format(hf, mt, tmp_path):
         assert r["srdpo"]["max_new_tokens"] == 4 and len(r["srdpo"]["checkpoint_sha256"]) == 64
         assert isinstance(r["answer_id"], str) and len(r["answer_id"]) >= 16
         assert r["model_id"] == "tiny-sft" and isinstance(r["tstamp"], float)
-        assert list(r["choices"][0]) == ["index", "turns"] and r["choices"][0]["index"] == 0
+        assert list(r["choices"][0]) == ["index", "turns", "tokens"] and r["choices"][0]["index"] == 0
+        # each turn's length: its text in the model's tokens (the analysis' length control)
+        assert r["choices"][0]["tokens"] == [len(hf.tokenizer.encode(t, add_special_tokens=False))
+                                             for t in r["choices"][0]["turns"]]
         assert len(r["choices"]) == 1 and len(r["choices"][0]["turns"]) == 2
         assert all(isinstance(t, str) and "<|im_end|>" not in t and "<pad>" not in t for t in r["choices"][0]["turns"])
     assert len({r["answer_id"] for r in recs}) == len(recs)

@@ -226,6 +226,10 @@ CASES = [
     ("reproduce-data-missing", lambda e: repro(e, "data: /no/such/prefs.jsonl\n"), "config data: /no/such/prefs.jsonl: file not found"),
     ("reproduce-bool", lambda e: repro(e, "leaderboard:\n  enabled: \"no\"\n"), "leaderboard.enabled: expected true or false"),
     ("reproduce-stage", lambda e: ["reproduce", "--stages", "nope"], "--stages: invalid choice"),
+    ("reproduce-train-seed", lambda e: repro(e, "train:\n  seed: 3\n"),
+     "repro.yaml:2: train.seed: unknown setting (it is set at the top level, as a list: seeds: [0, 1, 2]"),
+    ("reproduce-seeds-twice", lambda e: repro(e, "seeds: [1, 1]\n"), "seeds: give one or more different seeds"),
+    ("reproduce-seeds-flag", lambda e: ["reproduce", "--seeds", "0", "0", "--dry-run"], "--seeds: give different seeds"),
     ("cli-unknown-command", lambda e: ["trian"], "invalid choice: 'trian'"),
 ]
 

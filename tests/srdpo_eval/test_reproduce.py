@@ -288,9 +288,13 @@ def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny
     assert t5.loc["dpo", "tokens_no_grad_per_pair"] == 0 < t5.loc["sr-dpo", "tokens_no_grad_per_pair"]
     scores = pd.read_csv(run / "tables" / f"mt_bench_scores_{judge}.csv")
     assert ((scores["ci_low"] <= scores["overall"]) & (scores["overall"] <= scores["ci_high"])).all()
-    assert "pipeline check at toy scale" in (run / "report.md").read_text().split("\n\n")[1]
+    paragraphs = (run / "report.md").read_text().split("\n\n")
+    assert paragraphs[1].startswith("## The answer") and "Sr-DPO vs DPO" in paragraphs[2]
+    assert any("pipeline check at toy scale" in p for p in paragraphs[3:6])
     t4 = pd.read_csv(run / "tables" / "table4_correlation.csv")
-    assert set(t4["model_id"]) == {"dpo", "sr-dpo", "sr-dpo-lam0"} and t4["estimate"].notna().all()
+    finals = {"dpo", "sr-dpo", "sr-dpo-lam0"}  # and each run's checkpoint (delta.checkpoints: all)
+    assert set(t4["model_id"]) == finals | {f"{m}-p4" for m in finals} and t4["estimate"].notna().all()
+    assert {"pearson | length", "spearman | length"} <= set(t4["method"])
     for name in (f"mt_bench_scores_{judge}", f"mt_bench_categories_{judge}"):
         assert len(pd.read_csv(run / "tables" / f"{name}.csv")), name
     rep = build_report(run, n_boot=50)
@@ -320,3 +324,41 @@ def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny
     assert main(["figures", str(run), "--n-boot", "50"]) == 0
     assert {p.name: p.read_bytes() for p in (run / "tables").glob("*.csv")} == first
     assert sorted((run / "tables" / "judge").glob("*.csv")) == judge_tables
+
+
+def test_two_seeds_give_the_paired_comparison_report(tiny_setup, monkeypatch):
+    """seeds: [0, 1] trains each objective twice (seed 0 keeps the plain names), judges Sr-X against X within
+    each seed, and the report opens with the pooled answer; the held-out table, length-controlled win rates
+    and the forest plot are made from the stored results."""
+    folder, model, data_dir = tiny_setup
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with FakeOpenAI() as server:
+        cfg = load_config(write_config(folder, model, data_dir, server.base_url))
+        cfg.seeds, cfg.train.max_pairs, cfg.judge.baseline = [0, 1], 8, None
+        out = folder / "seeds"
+        reproduce(cfg, out)
+    models = {m["model_id"]: m for m in json.loads((out / "models.json").read_text())}
+    assert {"dpo", "sr-dpo", "dpo-s1", "sr-dpo-s1", "dpo-s1-p4"} <= set(models)
+    assert models["dpo-s1"]["seed"] == 1 and models["dpo"]["seed"] == 0
+    w0 = (out / "train/dpo/final/model.safetensors").read_bytes()
+    assert w0 != (out / "train/dpo-s1/final/model.safetensors").read_bytes()  # another data order
+    pairs = {(r["model_1"], r["model_2"]) for r in map(json.loads, (out / "mt_bench/model_judgment/gpt-4_pair.jsonl")
+                                                        .read_text().splitlines())}
+    assert pairs == {("sr-dpo", "dpo"), ("sr-dpo-s1", "dpo-s1")}  # within each seed, never across
+
+    report = (out / "report.md").read_text()
+    assert report.split("\n\n")[1].startswith("## The answer")
+    comp = pd.read_csv(out / "tables/comparisons.csv", dtype={"seed": str})
+    pooled = comp[comp["family"]]
+    assert set(pooled["seed"]) == {"all"} and set(pooled["seeds"]) == {2}
+    assert {"heldout_accuracy", "win_rate", "lc_win_rate", "single_score"} <= set(pooled["measure"])
+    assert set(comp["seed"]) == {"0", "1", "all"} and pooled["p_holm"].notna().all()
+    answer = pd.read_csv(out / "tables/answer.csv")
+    assert len(answer) == len(pooled) and set(answer["verdict"]) <= {"significant", "not significant", "underpowered"}
+    held = pd.read_csv(out / "tables/heldout_preferences.csv", dtype={"seed": str})
+    assert {"0", "1", "all"} <= set(held["seed"]) and held["accuracy"].between(0, 100).all()
+    assert set(held.loc[held["seed"] == "all", "pairs_seen"]) == {4, 8}  # a checkpoint and the final, pooled
+    t2 = pd.read_csv(out / "tables/table2_winrates.csv", dtype={"seed": str})
+    assert set(t2["seed"]) == {"0", "1", "all"} and t2["lc_win_rate"].notna().all()
+    for fig in ("comparisons_forest", "heldout_accuracy"):
+        assert (out / "figures" / f"{fig}.png").is_file(), fig

@@ -43,7 +43,8 @@ def _not_read(cfg) -> set[str]:
     return out
 # another valid value where the generic rule has none
 OTHER = {
-    "model": "@other_model", "ref_model": "@other_model", "judge.local_model": "@other_model", "data": "@other_data",
+    "seeds": [0, 1], "model": "@other_model", "ref_model": "@other_model", "judge.local_model": "@other_model",
+    "data": "@other_data",
     "sft.data": "@other_data", "delta.pairs": "@other_data", "data_split": "test", "name": "renamed",
     "train.objectives": ["dpo"], "train.lam_sweep": [0.3], "train.launcher": "torchrun --nproc_per_node 2",
     "train.device": "cpu", "sft.device": "cpu", "bench.device": "cpu", "leaderboard.device": "cpu",
