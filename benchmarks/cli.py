@@ -63,6 +63,10 @@ def cmd_answers(args: argparse.Namespace) -> int:
     cfg = apply(GenerationConfig(), given(args, [f.name for f in fields(GenerationConfig)]), FlagSource())
     cfg.check()
     check_question_flags(args)
+    if args.checkpoint == "default":  # as `judge --judge-model default`: the default model, converted once
+        from trainer.default_model import default_model_checkpoint
+
+        args.checkpoint = str(default_model_checkpoint())
     check_model_path(args.checkpoint)
     questions = load_selected_questions(resolve_data_dir(args.data_dir, args.bench), args.bench, limit=args.limit,
                                         per_category=args.per_category)
@@ -91,7 +95,8 @@ def register(subparsers) -> None:
     v.set_defaults(func=cmd_verify)
 
     a = subparsers.add_parser("answers", help="generate MT-Bench / Vicuna-Bench answers for a checkpoint")
-    a.add_argument("checkpoint", help="Hugging Face checkpoint directory")
+    a.add_argument("checkpoint", help="Hugging Face checkpoint directory, or 'default' for the default model "
+                                      "(SmolLM2-135M-Instruct)")
     a.add_argument("--bench", required=True, choices=["mt_bench", "vicuna_bench"])
     a.add_argument("--output", required=True, help="run directory (answers go to <bench>/model_answer/)")
     a.add_argument("--model-id", default=None, help="default: the id contracts.ids gives the checkpoint")

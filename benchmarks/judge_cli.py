@@ -50,6 +50,7 @@ def _config(args):
     flags = {"backend": "--judge-backend", "model": "--judge-model"}
     cfg = apply(JudgeConfig(), given(args, [f.name for f in fields(JudgeConfig)]), FlagSource(flags))
     check_required(cfg, FlagSource(flags))
+    cfg.check("--concurrency")
     from benchmarks.cli import check_question_flags
 
     check_question_flags(args)
@@ -90,7 +91,7 @@ def run_judge(args: argparse.Namespace) -> int:
 def _run_judge(args: argparse.Namespace) -> int:
     import asyncio
 
-    from benchmarks.judge.config import judge_name, make_backend, reply_version
+    from benchmarks.judge.config import judge_name, make_backend, plan_args
     from benchmarks.judge.run import JudgeRunError, judge_async, judge_plan, list_answer_models
 
     cfg = _config(args)
@@ -105,10 +106,10 @@ def _run_judge(args: argparse.Namespace) -> int:
             kw["pairs"] = _pairs(args, list_answer_models(args.run_dir, bench))
         jobs.append((bench, kw))
 
-    name = judge_name(cfg)
-    if args.dry_run:  # no backend: no key needed, no model loaded
-        results = [(bench, kw, judge_plan(args.run_dir, bench, name, mode=args.mode, reply_version=reply_version(cfg),
-                                          **kw)) for bench, kw in jobs]
+    name = judge_name(cfg, convert=not args.dry_run)
+    if args.dry_run:  # no backend: no key needed, no model loaded, nothing written or downloaded
+        results = [(bench, kw, judge_plan(args.run_dir, bench, mode=args.mode, **plan_args(cfg), **kw))
+                   for bench, kw in jobs]
     else:
         backend = make_backend(cfg)
 
@@ -130,14 +131,17 @@ def _run_judge(args: argparse.Namespace) -> int:
     status = 0
     for bench, kw, result in results:
         print(f"\n== {bench} ({args.mode}, judge {name})")
-        if isinstance(result, JudgeRunError):
-            print(result.summary.describe())
-            print(f"error: {result}", file=sys.stderr)
-            status = 1
-            continue
-        print(result.describe())
-        if not args.dry_run:
-            _tables(args.run_dir, bench, args.mode, name, kw, result.path)
+        failed = isinstance(result, JudgeRunError)
+        summary = result.summary if failed else result
+        print(summary.describe())
+        if not args.dry_run:  # partial results are results: the tables of what was judged, said to be partial
+            if failed:
+                print(f"note: partial tables: {len(summary.failed)} judgments failed (see the error below); these "
+                      f"are from the judgments in {summary.path}")
+            _tables(args.run_dir, bench, args.mode, name, kw, summary.path)
+        if failed:
+            print(f"srdpo-eval judge: error: {result}", file=sys.stderr)
+            status = 1  # some judgments are missing: not a clean run
     return status
 
 
@@ -153,9 +157,12 @@ def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
             df.to_csv(tmp, **kw)
 
     if mode == "single":
-        df = R.load_single_judgments(path)
-        if kw.get("models"):
+        df = R.load_single_judgments(path) if path.is_file() else None
+        if df is not None and kw.get("models"):
             df = df[df["model"].isin(kw["models"])]
+        if df is None or not (df["score"] != -1).any():
+            raise UserError(f"{path}: no usable judgment to tabulate ({'no record' if df is None or not len(df) else 'every reply lacked a rating: score -1'}); "
+                            "read the judge's replies in that file (a judge model too small or a prompt cut short?)")
         scores = R.mt_bench_scores(df, judge=judge)
         save(scores, stem)
         print(R.format_table(scores))
@@ -164,8 +171,11 @@ def _tables(run_dir, bench: str, mode: str, judge: str, kw: dict, path) -> None:
             save(cats, f"{stem}_categories")
             print(R.format_table(cats))
     else:
-        table = R.pairwise_table(R.load_pair_judgments(path), kw["pairs"], judge=judge)
+        table = R.pairwise_table(R.load_pair_judgments(path), kw["pairs"], judge=judge) if path.is_file() else None
+        if table is None or not len(table) or not (table["n"] > 0).any():
+            raise UserError(f"{path}: no usable judgment to tabulate (no record, or every verdict an error); read "
+                            "the judge's replies in that file")
         save(table, stem, index=False)
-        cols = ["comparison", "win", "tie", "lose", "n", "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high",
+        cols = ["comparison", "win", "tie", "loss", "n", "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high",
                 "n_errors"] + (["p_a", "p_a_ci_low", "p_a_ci_high"] if table["p_a"].notna().any() else [])
         print(R.format_table(table[cols].set_index("comparison")))

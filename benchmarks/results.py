@@ -234,18 +234,17 @@ def win_rates(outcomes: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, conf
 
 def pairwise_table(df: pd.DataFrame, pairs: list[tuple[str, str]], *, judge: str | None = None,
                    n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
-    """The paper's Table 2: one row per "A vs B" with win / tie / lose in %, win rates and 95% CIs."""
+    """The paper's Table 2: one row per "A vs B" with win / tie / loss, the adjusted win rate (win + tie/2),
+    P(A better) where the judge gives it and their 95% CIs, all in percent; ``n`` judged turns,
+    ``n_errors`` comparisons left out because a game had no verdict."""
     rows = []
+    pct = ("win", "tie", "loss", "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high", "win_ci_low",
+           "win_ci_high", "p_a", "p_a_ci_low", "p_a_ci_high")
     for a, b in pairs:
         out = pairwise_outcomes(df, a, b, judge=judge)
         r = win_rates(out, n_boot=n_boot, seed=seed, confidence=confidence)
-        rows.append({"comparison": f"{a} vs {b}", "model_a": a, "model_b": b,
-                     "win": 100 * r["win"], "tie": 100 * r["tie"], "lose": 100 * r["loss"], "n": r["n"],
-                     "n_identical": r["n_identical"],
-                     "win_rate": r["win_rate"], "adjusted_win_rate": r["adjusted_win_rate"],
-                     "adjusted_ci_low": r["adjusted_ci_low"], "adjusted_ci_high": r["adjusted_ci_high"],
-                     "win_ci_low": r["win_ci_low"], "win_ci_high": r["win_ci_high"],
-                     "p_a": r["p_a"], "p_a_ci_low": r["p_a_ci_low"], "p_a_ci_high": r["p_a_ci_high"],
+        rows.append({"comparison": f"{a} vs {b}", "model_a": a, "model_b": b, **{k: 100 * r[k] for k in pct[:3]},
+                     "n": r["n"], "n_identical": r["n_identical"], **{k: 100 * r[k] for k in pct[3:]},
                      "n_errors": out.attrs["n_errors"]})
     return pd.DataFrame(rows)
 

@@ -87,7 +87,24 @@ def judge_id(backend: str, model: str | Path, precision: str | None = None) -> s
     if get_judge_backend(backend).local:
         suffix = PRECISION_SUFFIX.get(precision or "float32", "")
         return f"local-{safe_name(model_id_for_checkpoint(model))}" + (f"-{suffix}" if suffix else "")
-    return str(model)
+    return short_name(str(model))
+
+
+MODEL_FILE_SUFFIXES = (".gguf", ".bin", ".safetensors", ".pt", ".pth")
+
+
+def short_name(name: str, limit: int = 64) -> str:
+    """A served model's id as a judge name: unchanged when short, else (a file path, as llama.cpp reports
+    without --model_alias, or any id over ``limit`` characters) its last part without a model-file suffix,
+    file-safe, with 8 hex digits of the whole id so that two such ids stay apart."""
+    if not (name.startswith(("/", "~", ".")) or "\\" in name or len(name) > limit):
+        return name
+    import hashlib
+
+    stem = re.split(r"[\\/]", name.rstrip("/\\"))[-1]
+    for suffix in MODEL_FILE_SUFFIXES:
+        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+    return f"{safe_name(stem)[: limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

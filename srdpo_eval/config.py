@@ -148,6 +148,7 @@ def validate(cfg: ReproduceConfig, where: str = "config") -> ReproduceConfig:
         raise ConfigError(f"{where}: train.max_prompt_length ({t.max_prompt_length}) must be smaller than "
                           f"train.max_length ({t.max_length})")
     LeaderboardConfig.check(cfg.leaderboard)
+    JudgeConfig.check(cfg.judge, f"{where}: judge.concurrency")
     DeltaConfig.check(cfg.delta)
     return cfg
 

@@ -72,8 +72,10 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
         n = n_q * get_bench(bench).turns * (2 if mode == "pairwise" else len(models) + judge.calibrated)
         calls += n
         counted += n
-    line = f"judge ({ctx.judge_kind}: {ctx.judge_model}): {calls} calls to make, {cached} of them cached"
-    price = price_for(ctx.judge_model) if judge.served else None
+    endpoint = _endpoint(ctx) if judge.served else None
+    where = f" at {endpoint}" if endpoint else ""
+    line = f"judge ({ctx.judge_kind}: {ctx.judge_model}{where}): {calls} calls to make, {cached} of them cached"
+    price = price_for(C.judge_config(ctx).model, endpoint) if judge.served else None
     if counted and price:
         # answers not generated yet: assume FastChat-sized prompts (~1,200 tokens in, ~300 out)
         usd = counted * (1200 * price[0] + 300 * price[1]) / 1e6
@@ -81,9 +83,16 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
     return "\n".join([line, *("  " + n for n in notes)])
 
 
+def _endpoint(ctx: Context) -> str | None:
+    """A served judge's endpoint when it is not OpenAI's own (a local server is named, and never priced)."""
+    import os
+
+    return C.judge_config(ctx).base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+
 def _judge_dry_run(ctx: Context, bench: str, mode: str, kw: dict):
-    from benchmarks.judge.config import reply_version
+    from benchmarks.judge.config import plan_args
     from benchmarks.judge.run import judge_plan
 
-    return judge_plan(ctx.rd.root, bench, ctx.judge_model, mode=mode, data_dir=C.bench_data_dir(ctx, bench),
-                      reply_version=reply_version(C.judge_config(ctx)), **C.selection(ctx), **kw)
+    return judge_plan(ctx.rd.root, bench, mode=mode, data_dir=C.bench_data_dir(ctx, bench),
+                      **plan_args(C.judge_config(ctx)), **C.selection(ctx), **kw)

@@ -30,7 +30,8 @@ from benchmarks.judge import calibration
 from benchmarks.judge import prompts as P
 from benchmarks.judge.backend import ChatBackend
 from benchmarks.judge.cache import JudgeCache, request_key
-from benchmarks.judge.estimate import CostEstimate, estimate
+from benchmarks.judge import estimate as E
+from benchmarks.judge.estimate import CostEstimate
 from contracts.errors import UserError
 from contracts.files import Appender, Lock, write_text
 from contracts.jsonl import read_jsonl_lines, require
@@ -124,10 +125,13 @@ class JudgeSummary:
     already_done: int  # of those, already in the judgment file
     calls_needed: int  # calls of the missing records
     calls_cached: int  # of those, answered from the reply cache
-    calls_made: int = 0  # requests sent to the backend (0 in a dry run)
+    calls_made: int = 0  # calls asked of the backend (0 in a dry run): one per prompt not cached
     written: int = 0
     parse_errors: int = 0  # records written with score -1 / winner "error" (raw text kept)
     failed: list[str] = field(default_factory=list)  # matches that failed after retries (not written)
+    too_long: int = 0  # of those, prompts the judge's context cannot hold (a rerun fails the same way)
+    # an HTTP backend's own counts (OpenAIBackend.counts): attempts, retries by cause, concurrency reached
+    http: dict = field(default_factory=dict)
     estimate: CostEstimate | None = None  # dry run only
 
     @property
@@ -143,12 +147,14 @@ class JudgeSummary:
                  f"to request {self.calls_needed - self.calls_cached}"]
         if self.estimate is not None:
             e = self.estimate
-            cost = "unknown price (give --price-in/--price-out)" if e.cost_usd is None else f"${e.cost_usd:.2f}"
-            lines.append(f"  estimate: {e.prompt_tokens} prompt + {e.completion_tokens} completion tokens "
-                         f"({e.token_method}), cost {cost}")
+            lines.append(e.describe())
         else:
-            lines.append(f"  requested {self.calls_made}, written {self.written}, "
-                         f"parse errors {self.parse_errors}, failed {len(self.failed)}")
+            lines.append(f"  calls made {self.calls_made}, written {self.written}, parse errors {self.parse_errors}, "
+                         f"failed {len(self.failed)}" + (f" ({self.too_long} too long for the judge's context)"
+                                                         if self.too_long else ""))
+            if self.http:
+                retries = ", ".join(f"{n} {c}" for c, n in sorted(self.http["retries"].items())) or "none"
+                lines.append(f"  HTTP requests {self.http['attempts']} (retries: {retries}); {self.http['window']}")
         return "\n".join(lines)
 
 
@@ -157,9 +163,11 @@ class JudgeRunError(RuntimeError):
 
     def __init__(self, summary: JudgeSummary):
         self.summary = summary
-        super().__init__(f"{len(summary.failed)} of {summary.matches - summary.already_done} judgments failed "
-                         f"(first: {summary.failed[0]}); the {summary.written} others are written to "
-                         f"{summary.path}; rerun to retry the failed ones")
+        n, long = len(summary.failed), summary.too_long
+        then = ("rerun to retry them" if not long else "a rerun fails the same way: change the judge or --max-tokens"
+                if long == n else f"a rerun retries the {n - long} others; the {long} too long fail again")
+        super().__init__(f"{n} of {summary.matches - summary.already_done} judgments failed (first: {summary.failed[0]}); "
+                         f"the {summary.written} others are written to {summary.path}; {then}")
 
 
 # ----------------------------------------------------------------------------------------------- matches
@@ -219,6 +227,7 @@ class Judge:
     model: str
     reply_version: str | None = None  # None: an OpenAI-compatible judge, FastChat's rules
     tie_band: float = calibration.TIE_BAND
+    max_tokens: int = P.MAX_TOKENS  # the longest reply asked for (a local judge generates none)
 
     @property
     def local(self) -> bool:
@@ -227,13 +236,14 @@ class Judge:
     @classmethod
     def of(cls, backend) -> "Judge":
         version = getattr(backend, "reply_version", None)
-        return cls(backend.model, version, getattr(backend, "tie_band", calibration.TIE_BAND))
+        return cls(backend.model, version, getattr(backend, "tie_band", calibration.TIE_BAND),
+                   getattr(backend, "max_tokens", P.MAX_TOKENS))
 
 
 def _call(judge: Judge, judge_prompt, user_prompt: str) -> Call:
     msgs = P.messages(judge_prompt.system_prompt, user_prompt)
     version = P.PROMPT_VERSION + (f"+{judge.reply_version}" if judge.local else "")
-    return Call(msgs, request_key(judge.model, msgs, temperature=P.TEMPERATURE, max_tokens=P.MAX_TOKENS,
+    return Call(msgs, request_key(judge.model, msgs, temperature=P.TEMPERATURE, max_tokens=judge.max_tokens,
                                   prompt_version=version))
 
 
@@ -291,9 +301,13 @@ def done_keys(path: Path, mode: str, *, repair: bool = True) -> set[tuple]:
 
 # ----------------------------------------------------------------------------------------------- playing
 
+OUTER_LIMIT = 64  # calls pending at once with concurrency auto (an HTTP backend's own window decides the rest)
+
+
 async def _play(matches: list[Match], backend: ChatBackend, out: Appender, cache: JudgeCache | None,
-                concurrency: int, summary: JudgeSummary, progress: bool) -> None:
-    sem = asyncio.Semaphore(concurrency)
+                concurrency: int | None, summary: JudgeSummary, progress: bool) -> None:
+    sem = asyncio.Semaphore(concurrency or OUTER_LIMIT)
+    max_tokens = getattr(backend, "max_tokens", P.MAX_TOKENS)
     asked: dict[str, asyncio.Task] = {}  # one request per prompt, however many matches wait for it
 
     async def request(call: Call) -> str:
@@ -301,7 +315,7 @@ async def _play(matches: list[Match], backend: ChatBackend, out: Appender, cache
             return hit
         async with sem:
             summary.calls_made += 1
-            text = await backend.chat(call.messages, temperature=P.TEMPERATURE, max_tokens=P.MAX_TOKENS)
+            text = await backend.chat(call.messages, temperature=P.TEMPERATURE, max_tokens=max_tokens)
         if cache is not None:
             cache.put(call.key, text, model=backend.model)
         return text
@@ -323,8 +337,9 @@ async def _play(matches: list[Match], backend: ChatBackend, out: Appender, cache
             e = errors[0]  # counted, and raised as JudgeRunError once the other matches are done
             log.error("judgment %s failed: %s", match.key, type(e).__name__)
             summary.failed.append(f"{match.key}: {type(e).__name__}: {e}")
+            summary.too_long += any(type(x).__name__ == "ContextTooLong" for x in errors)
             return
-        record = match.record(backend.model, replies)
+        record = match.record(judge_label(backend), replies)
         out.write(record)
         summary.written += 1
         if record.get("score") == -1 or "error" in (record.get("g1_winner"), record.get("g2_winner")):
@@ -347,15 +362,19 @@ def _open_cache(cache, run_dir: Path, *, create: bool = True) -> JudgeCache | No
 
 
 async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, models: list[str] | None = None,
-                      pairs: list[tuple[str, str]] | None = None, data_dir=None, concurrency: int = 16,
+                      pairs: list[tuple[str, str]] | None = None, data_dir=None, concurrency: int | str = "auto",
                       cache: JudgeCache | str | Path | bool = True, dry_run: bool = False, progress: bool = True,
                       price_in: float | None = None, price_out: float | None = None,
                       limit: int | None = None, per_category: int | None = None) -> JudgeSummary:
     """Judge ``models`` (single) or ``pairs`` (pairwise) on ``bench``; see :func:`judge_single`."""
     if mode not in ("single", "pairwise"):
         raise UserError(f"unknown judge mode {mode!r}: expected single or pairwise")
-    if concurrency < 1:
-        raise UserError(f"concurrency must be at least 1, got {concurrency}")
+    from benchmarks.judge.window import parse_concurrency
+
+    try:
+        in_flight = parse_concurrency(concurrency)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     run_dir = Path(run_dir)
     if mode == "pairwise":
         if not pairs:
@@ -374,7 +393,7 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
     judge = Judge.of(backend)
     matches: list[Match] = (single_matches(questions, judge_prompts, answers, judge, **args) if mode == "single"
                             else pair_matches(questions, judge_prompts, answers, pairs, judge, **args))
-    path = RunDir(run_dir).judgments(bench, backend.model, mode)
+    path = RunDir(run_dir).judgments(bench, judge_label(backend), mode)
     # one writer per judgment file: a second judge on it stops here, before any request
     with contextlib.nullcontext() if dry_run else Lock(path, what=f"judgment file {path}"):
         done = done_keys(path, mode, repair=not dry_run)  # a dry run changes no file
@@ -389,10 +408,16 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
                       f"{len(calls) - cached} replies of this run are requested again", file=sys.stderr)
             if dry_run:
                 missing = [c.messages for c in calls if store is None or c.key not in store]
-                summary.estimate = estimate(backend.model, missing, price_in=price_in, price_out=price_out)
+                count, method = E.token_counter(backend.model, getattr(backend, "tokenizer", None))
+                summary.estimate = E.estimate(backend.model, missing, count=count, method=method,
+                                            max_tokens=judge.max_tokens, price_in=price_in, price_out=price_out,
+                                            base_url=getattr(backend, "base_url", None))
                 return summary
             with Appender(path) as out:
-                await _play(todo, backend, out, store, concurrency, summary, progress)
+                try:
+                    await _play(todo, backend, out, store, in_flight, summary, progress)
+                finally:
+                    summary.http = backend.counts() if hasattr(backend, "counts") else {}
             if summary.written:
                 sort_judgments(path)
         finally:
@@ -401,6 +426,12 @@ async def judge_async(run_dir, bench: str, backend: ChatBackend, *, mode: str, m
     if summary.failed:
         raise JudgeRunError(summary)
     return summary
+
+
+def judge_label(backend) -> str:
+    """The judge's name in judgment files and records: the backend's ``name`` where it has one (an endpoint's
+    model id may be a long path), else its model."""
+    return getattr(backend, "name", None) or backend.model
 
 
 def list_answer_models(run_dir, bench: str) -> list[str]:
@@ -423,7 +454,7 @@ def _run_sync(coro, backend: ChatBackend):
 
 
 def judge_single(run_dir, bench: str, backend: ChatBackend, *, models: list[str] | None = None, data_dir=None,
-                 concurrency: int = 16, cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
+                 concurrency: int | str = "auto", cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
                  progress: bool = True, **estimate_kw) -> JudgeSummary:
     """Single-answer grading (FastChat single-v1 / single-math-v1 and multi-turn variants) of ``models``.
 
@@ -439,7 +470,7 @@ def judge_single(run_dir, bench: str, backend: ChatBackend, *, models: list[str]
 
 
 def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tuple[str, str]], data_dir=None,
-                   concurrency: int = 16, cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
+                   concurrency: int | str = "auto", cache: JudgeCache | str | Path | bool = True, dry_run: bool = False,
                    progress: bool = True, **estimate_kw) -> JudgeSummary:
     """Pairwise comparison (FastChat pair-v2 / pair-math-v1 and multi-turn variants), both answer orders.
 
@@ -454,15 +485,20 @@ def judge_pairwise(run_dir, bench: str, backend: ChatBackend, *, pairs: list[tup
 def judge_plan(run_dir, bench: str, judge_model: str, *, mode: str, models: list[str] | None = None,
                pairs: list[tuple[str, str]] | None = None, data_dir=None, limit: int | None = None,
                per_category: int | None = None, cache: JudgeCache | str | Path | bool = True,
-               reply_version: str | None = None, **estimate_kw) -> JudgeSummary:
+               reply_version: str | None = None, name: str | None = None, max_tokens: int = P.MAX_TOKENS,
+               base_url: str | None = None, tokenizer: str | None = None, **estimate_kw) -> JudgeSummary:
     """What judging would do now, without a backend: records needed and done, calls and cache hits,
-    tokens and cost (a dry run; nothing is called or written). ``reply_version``: a local judge's
-    (benchmarks.judge.config.reply_version), which its calls and cache keys depend on."""
+    tokens and cost (a dry run; nothing is called, written or downloaded). ``judge_model``: what requests
+    ask for (the cache keys'); ``name``: the judge's name in files (default the same); ``reply_version``: a
+    local judge's (benchmarks.judge.config.reply_version), which its calls and cache keys depend on;
+    ``tokenizer``: a local judge's checkpoint, to count tokens with; ``base_url``: an endpoint (no list
+    price unless it is OpenAI's)."""
 
     class _Named:  # a dry run only names the judge, it never calls it
         model = judge_model
 
-    _Named.reply_version = reply_version
+    _Named.name, _Named.reply_version, _Named.max_tokens = name or judge_model, reply_version, max_tokens
+    _Named.base_url, _Named.tokenizer = base_url, tokenizer
 
     return _run_sync(judge_async(run_dir, bench, _Named(), mode=mode, models=models, pairs=pairs,
                                  data_dir=data_dir, cache=cache, dry_run=True, progress=False, limit=limit,

@@ -64,11 +64,13 @@ def test_retry_after_is_honoured(key):
         assert server.requests == 2
 
 
-def test_timeout_is_retried(key):
+@pytest.mark.parametrize("limits", [{"timeout": 0.3, "stream": False}, {"queue_timeout": 0.3}],
+                         ids=["whole-request", "streamed-start"])
+def test_timeout_is_retried(key, limits):
     with FakeOpenAI(faults={0: "slow"}, slow_s=1.0) as server:
-        backend = OpenAIBackend("gpt-4", base_url=server.base_url, timeout=0.3, **FAST)
+        backend = OpenAIBackend("gpt-4", base_url=server.base_url, **limits, **FAST)
         assert chat(backend) == scripted_reply(MSGS)
-        assert server.requests == 2
+        assert server.requests == 2 and backend.attempts == 2 and backend.retries == {"timeout": 1}
 
 
 def test_client_errors_are_not_retried(key):

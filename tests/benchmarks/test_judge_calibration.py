@@ -207,7 +207,7 @@ def test_table2_reads_the_records_verdicts(judged):
         want = {"model_2": "win", "model_1": "loss", "tie": "tie"}[rec["winner"]]
         assert row.outcome == want and row.p_a == pytest.approx(1 - rec["p_model_1"])
     t = R.pairwise_table(df, [("alpha", "beta")], n_boot=200)
-    assert t["p_a"].iloc[0] == pytest.approx(1 - out["p_a"].mean())
+    assert t["p_a"].iloc[0] == pytest.approx(100 * (1 - out["p_a"].mean()))  # the table is in percent
     assert t["p_a_ci_low"].iloc[0] <= t["p_a"].iloc[0] <= t["p_a_ci_high"].iloc[0]
 
 

@@ -68,7 +68,7 @@ def test_single_every_judgment_exactly_once_despite_faults(tmp_path, small_data,
     total = 2 * n_turns(small_data, "mt_bench")
     faults = {0: "429", 2: "500", 5: "drop", 7: "slow", 9: "malformed"}
     with FakeOpenAI(faults=faults, retry_after=0.05, slow_s=1.5) as server:
-        s = judge_single(run, "mt_bench", backend(server, timeout=0.5), data_dir=small_data, concurrency=4,
+        s = judge_single(run, "mt_bench", backend(server, queue_timeout=0.5), data_dir=small_data, concurrency=4,
                          cache=tmp_path / "cache.sqlite", progress=False)
         # each fault but "malformed" (a 200) costs exactly one more request
         assert server.requests == total + 4
@@ -217,7 +217,7 @@ def test_pairwise_parse_failures_are_recorded(tmp_path, small_data, key):
 def test_full_benchmarks_have_fastchat_counts(tmp_path, fastchat_data_dir, key, monkeypatch):
     import benchmarks.judge.estimate as E
 
-    monkeypatch.setattr(E, "token_counter", lambda: ((lambda text: len(text) // 4), "test"))
+    monkeypatch.setattr(E, "token_counter", lambda *a, **k: ((lambda text: len(text) // 4), "test"))
     run = make_run(tmp_path, fastchat_data_dir, benches=("mt_bench", "vicuna_bench"))
     with FakeOpenAI() as server:
         b = backend(server)
@@ -244,7 +244,7 @@ def test_cli_prints_and_saves_tables(tmp_path, small_data, key, capsys):
     assert out.count("beta vs alpha") == 2 and out.count("gamma vs alpha") == 2
     tables = run / "tables" / "judge"
     pair = (tables / "vicuna_bench_pairwise_gpt-4.csv").read_text().splitlines()
-    assert pair[0].startswith("comparison,model_a,model_b,win,tie,lose,n,")
+    assert pair[0].startswith("comparison,model_a,model_b,win,tie,loss,n,")
     assert [l.split(",")[0] for l in pair[1:]] == ["beta vs alpha", "gamma vs alpha"]
     single = (tables / "mt_bench_single_gpt-4.csv").read_text().splitlines()
     assert single[0] == "model,turn_1,turn_2,overall,ci_low,ci_high,n,n_errors" and len(single) == 4
@@ -257,7 +257,7 @@ def test_cli_prints_and_saves_tables(tmp_path, small_data, key, capsys):
 def test_dry_run_counts_cached_and_done_and_calls_nothing(tmp_path, small_data, key, monkeypatch):
     import benchmarks.judge.estimate as E
 
-    monkeypatch.setattr(E, "token_counter", lambda: ((lambda text: len(text) // 4), "test: chars/4"))
+    monkeypatch.setattr(E, "token_counter", lambda *a, **k: ((lambda text: len(text) // 4), "test: chars/4"))
     run = make_run(tmp_path, small_data)
     per_model = n_turns(small_data, "mt_bench")
     path = RunDir(run).judgments("mt_bench", "gpt-4", "single")
@@ -270,14 +270,17 @@ def test_dry_run_counts_cached_and_done_and_calls_nothing(tmp_path, small_data, 
         assert server.requests == n
     assert (s.matches, s.already_done, s.calls_needed, s.calls_cached) == (2 * per_model, per_model, per_model,
                                                                             per_model)
-    assert s.estimate.calls == 0 and s.estimate.cost_usd == 0  # everything still needed is cached
+    # everything still needed is cached; and a model named gpt-4 on another endpoint than OpenAI's has no price
+    assert s.estimate.calls == 0 and s.estimate.cost_usd is None and "no price" in s.describe()
     with FakeOpenAI() as server:
-        s = judge_single(run, "mt_bench", backend(server), data_dir=small_data, dry_run=True, cache=False,
-                         progress=False)
+        s = judge_single(run, "mt_bench", backend(server, max_tokens=1000), data_dir=small_data, dry_run=True,
+                         cache=False, progress=False, price_in=30, price_out=60)
         assert server.requests == 0
     e = s.estimate
     assert e.calls == per_model and e.prompt_tokens > 0 and e.completion_tokens == 250 * per_model
     assert e.cost_usd == pytest.approx((e.prompt_tokens * 30 + e.completion_tokens * 60) / 1e6)
+    assert e.completion_max == 1000 * per_model  # every reply as long as --max-tokens allows
+    assert e.cost_max_usd == pytest.approx((e.prompt_tokens * 30 + e.completion_max * 60) / 1e6)
     assert "test: chars/4" in s.describe()
     assert len(lines(path)) == per_model  # a dry run writes nothing
 
@@ -288,7 +291,7 @@ def test_api_key_is_never_written_or_logged(tmp_path, small_data, key, capsys, c
     import benchmarks.judge.estimate as E
     from srdpo_eval.cli import main
 
-    monkeypatch.setattr(E, "token_counter", lambda: ((lambda text: len(text) // 4), "test"))  # no download
+    monkeypatch.setattr(E, "token_counter", lambda *a, **k: ((lambda text: len(text) // 4), "test"))  # no download
 
     caplog.set_level(logging.DEBUG)
     run = make_run(tmp_path, small_data, benches=("mt_bench", "vicuna_bench"))
@@ -351,7 +354,7 @@ def test_appending_after_a_cut_line_starts_a_new_line(tmp_path):
 def test_dry_run_changes_no_file(tmp_path, small_data, key, monkeypatch):
     import benchmarks.judge.estimate as E
 
-    monkeypatch.setattr(E, "token_counter", lambda: ((lambda text: len(text) // 4), "test"))
+    monkeypatch.setattr(E, "token_counter", lambda *a, **k: ((lambda text: len(text) // 4), "test"))
     run = make_run(tmp_path, small_data, models=("alpha",))
     path = RunDir(run).judgments("mt_bench", "gpt-4", "single")
     with FakeOpenAI() as server:

@@ -178,12 +178,15 @@ def test_win_rates_degenerate_and_empty():
 def test_pairwise_table_layout(tmp_path):
     df = R.load_pair_judgments(write_jsonl(tmp_path / "p.jsonl", PAIRS))
     table = R.pairwise_table(df, [("A", "B"), ("A", "C")], n_boot=500)
-    assert list(table.columns[:7]) == ["comparison", "model_a", "model_b", "win", "tie", "lose", "n"]
+    assert list(table.columns[:7]) == ["comparison", "model_a", "model_b", "win", "tie", "loss", "n"]
     assert list(table["comparison"]) == ["A vs B", "A vs C"]
     ab = table.iloc[0]
-    assert (ab["win"], ab["tie"], ab["lose"]) == pytest.approx((100 * 2 / 7, 100 * 3 / 7, 100 * 2 / 7))
+    assert (ab["win"], ab["tie"], ab["loss"]) == pytest.approx((100 * 2 / 7, 100 * 3 / 7, 100 * 2 / 7))
+    # one unit in the whole table: percent (the adjusted win rate is win + tie/2, in percent too)
+    assert ab["adjusted_win_rate"] == pytest.approx(100 * 2 / 7 + 50 * 3 / 7)
+    assert ab["adjusted_ci_low"] <= ab["adjusted_win_rate"] <= ab["adjusted_ci_high"] <= 100
     assert ab["n"] == 7 and ab["n_errors"] == 1
-    assert (table["win"] + table["tie"] + table["lose"]).round(9).eq(100).all()
+    assert (table["win"] + table["tie"] + table["loss"]).round(9).eq(100).all()
     base = R.baseline_table(df, ["A", "B"], "C")
     assert list(base["comparison"]) == ["A vs C", "B vs C"] and base.iloc[1]["n"] == 0
     assert "A vs B" in R.format_table(table)

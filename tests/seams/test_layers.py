@@ -38,7 +38,7 @@ def test_analysis_reads_results_only():
 
 
 def test_nothing_names_the_team_folder_beside_the_checkout():
-    needles = ("../" + "shared", "shared" + "/docs", "shared" + "/data")
+    needles = ("../" + "shared", "shared" + "/docs", "shared" + "/data", '"' + 'shared" /')  # and as Path parts
     suffixes = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg", ""}
     hits = []
     for p in ROOT.rglob("*"):

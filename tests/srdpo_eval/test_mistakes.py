@@ -170,7 +170,10 @@ CASES = [
     ("answers-data-dir", lambda e: answers(e, "--data-dir", e["d"] + "/nowhere"), "--data-dir " + "{d}" + "/nowhere"),
     ("answers-bad-questions", lambda e: answers(e, "--data-dir", e["bad_q"]), "question.jsonl:1: missing field 'turns'"),
     # judge
-    ("judge-concurrency", lambda e: judge(e, "--concurrency", "0"), "--concurrency: must be >= 1"),
+    ("judge-concurrency", lambda e: judge(e, "--concurrency", "0"), "--concurrency: 'auto' or a number >= 1, got 0"),
+    ("judge-concurrency-word", lambda e: judge(e, "--concurrency", "lots"), "--concurrency: 'auto' or a number >= 1"),
+    ("reproduce-concurrency", lambda e: repro(e, "judge:\n  concurrency: many\n"),
+     "repro.yaml: judge.concurrency: 'auto' or a number >= 1"),
     ("judge-timeout", lambda e: judge(e, "--timeout", "0"), "--timeout: must be > 0"),
     ("judge-limit", lambda e: judge(e, "--limit", "0"), "--limit: must be >= 1"),
     ("judge-per-category", lambda e: judge(e, "--per-category", "-1"), "--per-category: must be >= 1"),

@@ -147,7 +147,8 @@ def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch, capsys):
         capsys.readouterr()
         reproduce(cfg, cut, dry_run=True)
         plan_text = capsys.readouterr().out
-        assert "judge (openai: gpt-4):" in plan_text and "calls to make" in plan_text
+        # the judge named with its endpoint (a local server: no price)
+        assert f"judge (openai: gpt-4 at {server.base_url}):" in plan_text and "calls to make" in plan_text
         requests_before_resume = server.requests
         reproduce(cfg, cut)
         assert snapshot(cut) == snapshot(clean)
@@ -155,7 +156,7 @@ def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch, capsys):
         n_calls_clean = sum(2 for r in pair_recs) + lines(clean / "mt_bench/model_judgment/gpt-4_single.jsonl")
         made = server.requests - requests_before_resume
         assert made < n_calls_clean
-        to_make = int(plan_text.split("judge (openai: gpt-4): ")[1].split(" calls")[0])
+        to_make = int(plan_text.split(f"judge (openai: gpt-4 at {server.base_url}): ")[1].split(" calls")[0])
         cached = int(plan_text.split("calls to make, ")[1].split(" of them")[0])
         # the plan's count is an upper bound: identical prompts (two models giving the same answer)
         # are answered from the cache as the run goes
@@ -182,7 +183,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tiny_setup, capsys):
                  "delta/sr-dpo", "figures"]:
         assert unit in text
     assert "2 runs x 6 steps of 2 pairs" in text
-    assert "judge (openai: gpt-4)" in text
+    assert "judge (openai: gpt-4 at http://127.0.0.1:9/v1)" in text and "$" not in text
     assert not (out / "train").exists() and not (out / "manifest.json").exists()
 
 
@@ -313,7 +314,7 @@ def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny
     assert main([*common, "--mode", "single"]) == 0
     assert main([*common, "--mode", "pairwise", "--models", "sr-dpo", "dpo"]) == 0
     out = capsys.readouterr().out
-    assert out.count("requested 0, written 0") == 2, out
+    assert out.count("calls made 0, written 0") == 2, out
     assert {p.name: p.read_bytes() for p in judgments.iterdir()} == before
     judge_tables = sorted((run / "tables" / "judge").glob("*.csv"))
     assert judge_tables

@@ -25,7 +25,8 @@ STAGES = {
     "analysis": analysis.config,
 }
 # settings not read at all by the walked configuration (a local judge); and see _not_read
-NOT_READ = {"judge.model": "the OpenAI judge's model; the walk runs the local judge"}
+# an OpenAI-compatible judge's settings: the walk runs the local judge (test_openai_judge_key checks them)
+NOT_READ = {"judge.model": "", "judge.judge_name": "", "judge.max_tokens": ""}
 
 
 def _not_read(cfg) -> set[str]:
@@ -54,7 +55,7 @@ OTHER = {
     "bench.backend": "vllm", "leaderboard.backend": "vllm", "leaderboard.tasks": ["arc_challenge"],
     "leaderboard.batch_size": 4, "leaderboard.num_fewshot": {"winogrande": 1}, "leaderboard.include_path": ["@dir"],
     "leaderboard.hf_datasets_cache": "@dir", "leaderboard.offline": True, "judge.backend": "openai",
-    "judge.base_url": "http://127.0.0.1:9/v1", "judge.api_key_env": "OTHER_KEY", "judge.tie_band": 0.1,
+    "judge.base_url": "http://127.0.0.1:9/v1", "judge.concurrency": 4, "judge.judge_name": "another-name", "judge.api_key_env": "OTHER_KEY", "judge.tie_band": 0.1,
     "judge.pairs": [["dpo", "sr-dpo"]], "sft.batch_size": 3, "sft.group_by_length": False, "judge.baseline": "dpo", "delta.rating_fields": ["a", "b"],
     "delta.reduce": "mean", "train.reduce": "mean", "sft.reduce": "mean", "train.quality_prompt": "Be useful.",
     "sft.quality_prompt": "Be useful.", "train.chat_template": True, "sft.chat_template": True,
@@ -163,3 +164,17 @@ def test_the_walk_would_see_a_key_that_ignores_its_stage(walk, monkeypatch):
     assert hashes(dataclasses.replace(cfg, bench=dataclasses.replace(cfg.bench, batch_size=3))) == before
     monkeypatch.setattr(benchmarks.answers, "result_key", lambda c: dataclasses.asdict(c))
     assert hashes(dataclasses.replace(cfg, bench=dataclasses.replace(cfg.bench, batch_size=3))) != before
+
+
+def test_openai_judge_key():
+    """The served judge's model, name and reply length decide its judgments; how it is reached does not."""
+    from benchmarks.judge.config import EXECUTION_ONLY, JudgeConfig, result_key
+
+    base = JudgeConfig(backend="openai", model="gpt-4")
+    key = result_key(base)
+    for change in ({"model": "gpt-4o"}, {"judge_name": "mine"}, {"max_tokens": 512}):
+        assert result_key(dataclasses.replace(base, **change)) != key, change
+    for name in EXECUTION_ONLY:
+        other = {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "K", "concurrency": 3, "stream": False,
+                 "timeout": 5.0, "queue_timeout": 5.0, "max_retries": 1, "connect_failures": 1}[name]
+        assert result_key(dataclasses.replace(base, **{name: other})) == key, name
