@@ -186,14 +186,40 @@ def _load_inputs(run_dir: Path, bench: str, models: list[str], data_dir, limit: 
         if not path.exists():
             raise UserError(f"judge: no answers for model {model!r} on {bench}: {path} is missing")
         answers[model] = load_answers(path)
+    if limit is None and per_category is None:
+        questions = _answered(questions, answers, RunDir(run_dir), bench)
     return questions, judge_prompts, answers
+
+
+def _answered(questions: list, answers: dict[str, dict], rd: RunDir, bench: str) -> list:
+    """No selection given: the questions of the selection the answer files were made with, when every model
+    answered exactly the questions of one (--per-category N, --limit N, or both); otherwise every question,
+    and a missing answer is an error naming the file and the question."""
+    from benchmarks.fastchat_data import select_questions
+
+    sets = [{q.question_id for q in questions} & set(a) for a in answers.values()]
+    covered = sets[0] if sets and all(x == sets[0] for x in sets) else None
+    if not covered or len(covered) == len(questions):
+        return questions
+    most = max(sum(q.category == c for q in questions) for c in {q.category for q in questions})
+    for per_category in (None, *range(1, most + 1)):
+        for limit in (None, len(covered)):
+            picked = select_questions(questions, limit=limit, per_category=per_category)
+            if {q.question_id for q in picked} == covered:
+                flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("per_category", per_category),
+                                                                             ("limit", limit)) if v)
+                print(f"judge: {bench}: the {len(picked)} questions (of {len(questions)}) the answers were made for "
+                      f"({flags})", file=sys.stderr)
+                return picked
+    return questions
 
 
 def _answer_turns(answers: dict[str, dict], model: str, question, n_turns: int, run_dir: Path, bench: str) -> list[str]:
     record = answers[model].get(question.question_id)
     where = RunDir(run_dir).answers(bench, model)
     if record is None:
-        raise UserError(f"{where}: no answer for question_id {question.question_id}")
+        raise UserError(f"{where}: no answer for question_id {question.question_id}; answer it, or judge the questions "
+                        "the answers were made for (--per-category N / --limit N, as given to `answers`)")
     try:
         turns = record["choices"][0]["turns"]
     except (KeyError, IndexError, TypeError):

@@ -5,6 +5,7 @@ nothing; endpoint-named judges."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -191,3 +192,20 @@ def test_answers_take_the_default_model(tmp_path, small_data):
     assert main(["answers", "default", "--bench", "mt_bench", "--output", str(tmp_path), "--data-dir",
                  str(small_data), "--limit", "1", "--max-new-tokens", "2"]) == 0
     assert list((tmp_path / "mt_bench" / "model_answer").glob("*.jsonl"))
+
+
+def test_without_a_selection_the_judge_takes_the_questions_the_answers_cover(tmp_path, small_data, key, capsys):
+    from srdpo_eval.cli import main
+
+    run = make_run(tmp_path, small_data, n=3)  # answers made for 3 questions only (as --limit 3 or --per-category)
+    with FakeOpenAI() as server:
+        assert main(["judge", str(run), "--judge-model", "gpt-4", "--base-url", server.base_url, "--data-dir",
+                     str(small_data), "--no-progress"]) == 0
+        assert server.requests == 2 * 3 * 2
+    assert "the 3 questions (of 16) the answers were made for (--limit 3)" in capsys.readouterr().err
+    # models that answered different questions: an error naming the file that lacks one
+    qs = load_questions(small_data, "mt_bench")
+    write_answers(RunDir(run).answers("mt_bench", "beta"), qs[:2], "beta")
+    assert main(["judge", str(run), "--judge-model", "gpt-4", "--data-dir", str(small_data), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"(alpha|beta)\.jsonl: no answer for question_id \d+; answer it, or judge", err), err
