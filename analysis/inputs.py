@@ -176,6 +176,22 @@ class Inputs:
         return [by_pairs[k] for k in sorted(by_pairs)]
 
 
+DELTA_NUMERIC = ("delta", "margin", "reward_margin", "margin_p", "chosen_tokens", "rejected_tokens", "length_diff",
+                 "chosen_rating", "rejected_rating", "rating_diff")
+
+
+def _numbers(df: pd.DataFrame, path: Path, columns: list[str]) -> None:
+    """Make ``columns`` numeric in place; a value that is not a number fails naming the file, line and column."""
+    for col in columns:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise UserError(f"{path}:{i + 2}: column {col!r}: expected a number, got {df[col].iloc[i]!r}; fix the value "
+                            "or rerun the stage that wrote the table")
+        df[col] = values
+
+
 def seed_of(e: ModelEntry) -> int:
     """A model's training seed (0 for entries recorded before seeds were, as their names say)."""
     return e.seed if e.seed is not None else 0
@@ -229,6 +245,7 @@ def load_inputs(root: str | Path) -> Inputs:
                 if col not in df:
                     raise UserError(f"{p}: missing column {col!r} (columns: contracts.tables.DELTA_COLUMNS); "
                                     "rerun `srdpo-eval delta` to rewrite it")
+            _numbers(df, p, [c for c in DELTA_NUMERIC if c in df])
             model_id = str(df["model_id"].iloc[0]) if "model_id" in df and len(df) else p.stem
             inp.delta[model_id] = df
     if not inp.delta:

@@ -251,6 +251,7 @@ def normalize_record(rec: dict, where: str) -> tuple[str, object, object, object
 
 
 def _is_empty(completion) -> bool:
+    """No text but whitespace: nothing to prefer or learn (docs/method.md#truncation, rule 3)."""
     if isinstance(completion, str):
         return not completion.strip()
     return not completion or all(not m["content"].strip() for m in completion)
@@ -310,11 +311,19 @@ def _texts(kind, prompt, chosen, rejected, tokenizer, cfg: DataConfig, where: st
             p_at = _user_content_offset(tokenizer, prompt, prompt_text, where)
         else:  # before the whole rendered prompt, after a BOS the template writes itself
             bos = tokenizer.bos_token or ""
-            p_at = len(bos) if bos and prompt_text.startswith(bos) else 0
+            p_at = len(bos) if bos and _adds_bos(tokenizer) and prompt_text.startswith(bos) else 0
         return prompt_text, comps[0], comps[1], p_at, False
     eos = tokenizer.eos_token or ""
     comps = [c if c.endswith(eos) else c + eos for c in (chosen, rejected)]
     return prompt, comps[0], comps[1], 0, True
+
+
+def _adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts every sequence with its BOS (Llama's ``<s>``, Llama 3's
+    ``<|begin_of_text|>``): only then is a leading BOS the sequence's start rather than a chat marker that
+    merely shares its name (SmolLM2's bos_token is ``<|im_start|>``, which it never adds)."""
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
 
 
 def _encode(tokenizer, text: str, *, special: bool) -> list[int]:
@@ -379,7 +388,7 @@ def tokenize_pairs(records, tokenizer, cfg: DataConfig, *, source: str = "<data>
         where = f"{source}:" + (f"{rec['_line']}" if "_line" in rec else f" record {i}") + f" (id {rid})"
         kind, prompt, chosen, rejected = normalize_record(rec, where)
         if _is_empty(chosen) or _is_empty(rejected):
-            report.dropped.append((rid, "empty completion"))
+            report.dropped.append((rid, "empty or whitespace-only completion"))
             continue
         prompt_text, c_text, r_text, p_at, special = _texts(kind, prompt, chosen, rejected, tokenizer, cfg, where)
         prompt_ids, p_tok = _encode_prompt(tokenizer, prompt_text, p_at, special=special)

@@ -526,3 +526,18 @@ def test_no_text_of_any_figure_is_cut_off(built):
         drawn, (w, h) = fig.get_tightbbox(renderer), fig.get_size_inches()
         assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= w + 0.01 and drawn.y1 <= h + 0.01, \
             f"{name}: something drawn reaches outside the figure ({drawn} in a {w}x{h} inch figure)"
+
+
+def test_a_word_in_a_number_column_names_file_line_and_column(tmp_path, capsys):
+    """`figures` on a Δπ table whose rating holds a word: one line (file:line, column), exit 2, no traceback."""
+    from srdpo_eval.cli import main
+
+    (tmp_path / "delta").mkdir()
+    df = _delta_table("dpo", 0.5, seed=0)
+    df["chosen_rating"] = df["chosen_rating"].astype(object)
+    df.loc[3, "chosen_rating"] = "five"
+    df.to_csv(tmp_path / "delta" / "dpo.csv", index=False)
+    assert main(["figures", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(r"delta/dpo\.csv:5: column 'chosen_rating': expected a number, got 'five'", err), err

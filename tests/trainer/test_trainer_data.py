@@ -156,13 +156,15 @@ def test_truncation_long_completion_cut_to_l_minus_p(tok):
 
 def test_empty_completion_dropped_and_reported(tok, caplog):
     recs = [{"id": "a", "prompt": "Hi", "chosen": "", "rejected": " no"},
+            {"id": "w", "prompt": "Hi", "chosen": " yes", "rejected": " \n\t "},  # whitespace only: the doc's rule 3
             {"id": "b", "prompt": [{"role": "user", "content": "Hi"}],
              "chosen": [{"role": "assistant", "content": "ok"}], "rejected": [{"role": "assistant", "content": " "}]},
             {"id": "c", "prompt": "Hi", "chosen": " yes", "rejected": " no"}]
     with caplog.at_level("WARNING"):
         pairs, rep = tokenize_pairs(recs, tok, DataConfig())
     assert [p.id for p in pairs] == ["c"]
-    assert [d[0] for d in rep.dropped] == ["a", "b"]
+    assert [d[0] for d in rep.dropped] == ["a", "w", "b"]
+    assert {d[1] for d in rep.dropped} == {"empty or whitespace-only completion"}
     assert "dropped pair id a" in caplog.text and "dropped pair id b" in caplog.text
 
 
@@ -264,3 +266,21 @@ def test_collate_pads_to_batch_max_only(tok):
     assert b["refine_input_ids"].shape[1] == max(len(p.refine_prompt_ids) + max(len(p.chosen_ids),
                                                                                  len(p.rejected_ids)) for p in pairs)
     assert b["loss_mask"].dtype == torch.bool
+
+
+def test_raw_placement_with_smollm2s_tokenizer_goes_before_its_chat_marker():
+    """SmolLM2's bos_token is <|im_start|>, which it never adds: a chat marker, not a sequence start. p goes
+    before the whole rendered prompt, not inside its first header."""
+    from transformers import AutoTokenizer
+
+    from trainer import default_model as dm
+
+    gguf = dm.find_gguf()
+    smol = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    assert smol.bos_token == "<|im_start|>" and smol("hi")["input_ids"][0] != smol.bos_token_id
+    rec = {"prompt": [{"role": "user", "content": "Hi there"}], "chosen": [{"role": "assistant", "content": "Hello"}],
+           "rejected": [{"role": "assistant", "content": "Go away"}]}
+    pair = one(smol, rec, prompt_placement="raw")
+    rendered = smol.apply_chat_template(rec["prompt"], tokenize=False, add_generation_prompt=True)
+    assert rendered.startswith("<|im_start|>system\n")
+    assert pair.refine_prompt_ids == enc(smol, P + " ") + enc(smol, rendered)
