@@ -294,7 +294,6 @@ def comparisons_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) ->
                          "lengths, Δπ tables with ratings)")
     sec.tables["comparisons"] = t
     sec.tables["answer"] = opening_table(t)
-    sec.main_tables = ("answer",)
     sec.figures["comparisons_forest"] = forest_figure(t)
     sec.text = "The opening table's comparisons per seed and pooled (`family`: the rows corrected together)."
     sec.summary = summary(t)

@@ -191,7 +191,6 @@ def correlation_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) ->
         return sec
     sec.tables["table4_correlation"] = t4
     sec.tables["table4_summary"] = table4_wide(t4)
-    sec.main_tables = ("table4_summary",)
     sec.figures["table4_scatter"] = scatter_figure(inputs)
     sec.text = ("Correlation with the rating difference (chosen − rejected) on the pairs in delta/; "
                 "95% paired-bootstrap CIs and p-values in table4_correlation.csv. `paper_*`: the paper's "

@@ -229,7 +229,6 @@ def training_section(inputs: Inputs) -> Section:
     table = training_table(inputs.train)
     sec.tables["training_log"] = table
     sec.tables["table5_training_time"] = table5_training_time(inputs.train)
-    sec.main_tables = ("table5_training_time",)
     sec.figures["figure1_margin_accuracy"] = figure1_margin_accuracy(table)
     if table["objective"].isin(objectives.refined()).any():
         sec.figures["figure1_prompted_accuracy"] = figure1_prompted_accuracy(table)

@@ -113,7 +113,6 @@ def heldout_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> Sec
         return sec
     table = heldout_table(inputs, n_boot=n_boot, seed=seed)
     sec.tables["heldout_preferences"] = table
-    sec.main_tables = ("heldout_preferences",)
     lines = curves(table, inputs)
     if lines:
         sec.figures["heldout_accuracy"] = heldout_figure(lines)

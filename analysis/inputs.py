@@ -235,6 +235,9 @@ def load_inputs(root: str | Path) -> Inputs:
                             "rerun `srdpo-eval leaderboard` to rewrite it")
         df[SCORES_INDEX] = df[SCORES_INDEX].astype(str)
         inp.leaderboard = df
+    elif run.leaderboard_unavailable.is_file():  # the leaderboard stage said why it made no scores
+        why = json.loads(run.leaderboard_unavailable.read_text()).get("reason", "")
+        inp.notes.append(f"no leaderboard scores: the leaderboard was skipped ({why})")
     else:
         inp.notes.append(f"no {scores}: produced by {PRODUCERS['leaderboard']}")
 
@@ -261,6 +264,28 @@ def load_inputs(root: str | Path) -> Inputs:
         inp.notes.append(f"no {run.models} ({PRODUCERS['models']}): models were read from the checkpoints' "
                          "srdpo_info.json under train/, else from their names")
     return inp
+
+
+def inputs_digest(root: str | Path) -> str:
+    """The files :func:`load_inputs` reads (by name, size and modification time), this package's analysis
+    code and whether the last report is still all there: `reproduce` draws the figures again only when
+    this changes."""
+    import hashlib
+
+    run = RunDir(Path(root))
+    files = [run.models, run.scores, run.leaderboard_unavailable, *run.root.glob("train/*/*.json*"), *run.root.glob("train/*/*/srdpo_info.json"),
+             *run.delta.glob("*.csv")]
+    for bench in BENCHES:
+        files += [*run.bench(bench).glob("model_answer/*.jsonl"), *run.bench(bench).glob("model_judgment/*.jsonl")]
+    h = hashlib.sha256()
+    for f in sorted(set(files)):
+        st = f.stat() if f.is_file() else None
+        h.update(f"{f.relative_to(run.root)}:{st and (st.st_size, st.st_mtime_ns)}\n".encode())
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    made = json.loads(run.analysis_made.read_text()) if run.analysis_made.is_file() else []
+    h.update(str(run.report.is_file() and all((run.root / m).is_file() for m in made)).encode())
+    return h.hexdigest()
 
 
 def load_answer_lengths(path: Path) -> pd.DataFrame:

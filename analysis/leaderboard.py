@@ -88,7 +88,6 @@ def leaderboard_section(inputs: Inputs) -> Section:
     t3 = table3(inputs, scores)
     if len(t3):
         sec.tables["table3_leaderboard"] = t3
-        sec.main_tables = ("table3_leaderboard",)
     else:
         sec.notes.append("Table 3 skipped: no final model of any objective in scores.csv")
     if any(inputs.checkpoints(o) for o in objectives.preference()):

@@ -64,7 +64,6 @@ def mtbench_section(inputs: Inputs, data_dir=None, *, n_boot: int = 2000, seed: 
     for (bench, judge), df in inputs.single.items():
         key = f"{bench}_scores_{safe_name(judge)}"
         sec.tables[key] = score_table(inputs, df, n_boot=n_boot, seed=seed)
-        sec.main_tables += (key,)
         try:
             cats = category_table(inputs, df, bench, data_dir)
         except (FileNotFoundError, ValueError) as e:  # no question file to map ids to categories

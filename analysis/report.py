@@ -135,19 +135,20 @@ def _answer(rep: Report) -> list[str]:
             "the forest plot: [figures/comparisons_forest.png](figures/comparisons_forest.png).", ""]
 
 
-def print_summary(rep: Report, console=None) -> None:
-    """Print the notes and the main tables readably to the console (or any file-like object)."""
+def print_summary(rep: Report, console=None, *, notes: bool = True) -> None:
+    """The answer, compactly, and where the rest is (every table, note and figure is in report.md);
+    ``notes``: the missing inputs too (`reproduce` leaves them out: its stages said so as they ran)."""
     import sys
 
     out = console or sys.stdout
-    for n in rep.notes:  # the sections repeat the missing inputs they needed; the rest is said here
-        if "models.json" in n:
-            print(f"note: {n}", file=out)
-    with pd.option_context("display.width", 160, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
-        for sec in rep.sections:
-            for n in sec.notes:
-                print(f"note [{sec.title}]: {n}", file=out)
-            for name in sec.main_tables:
-                print(f"\n== {sec.title}: {name}\n{sec.tables[name].to_string(index=False)}", file=out)
-    print(f"\n{len(rep.tables)} tables in {rep.inputs.run.tables}, {len(rep.figures)} figures in "
-          f"{rep.inputs.run.figures}, report: {rep.inputs.run.report}", file=out)
+    for n in rep.notes if notes else ():
+        print(f"missing: {n}", file=out)
+    sec = next((s for s in rep.sections if ANSWER in s.tables), None)
+    if sec is None:
+        print("no comparison could be made (no two objectives measured on the same items)", file=out)
+    else:
+        t = sec.tables[ANSWER]
+        cols = [c for c in ("comparison", "measure", "effect [95% CI]", "p (Holm)", "verdict") if c in t]
+        print(t[cols].to_markdown(index=False, tablefmt="simple"), file=out)
+    missing = f"; {len(rep.notes)} missing inputs listed there" if rep.notes else ""
+    print(f"report: {rep.inputs.run.report} ({len(rep.tables)} tables, {len(rep.figures)} figures{missing})", file=out)

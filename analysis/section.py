@@ -17,5 +17,4 @@ class Section:
     figures: dict[str, Figure] = field(default_factory=dict)  # name → figure (figures/<name>.png, .pdf)
     notes: list[str] = field(default_factory=list)  # missing inputs, caveats
     text: str = ""  # extra markdown (how to read the section)
-    main_tables: tuple[str, ...] = ()  # printed to the console
     summary: str = ""  # how to read the section's headline table, where report.md puts it first

@@ -255,7 +255,6 @@ def winrate_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> Sec
     t2 = table2(inputs, n_boot=n_boot, seed=seed)
     if len(t2):
         sec.tables["table2_winrates"] = t2
-        sec.main_tables = ("table2_winrates",)
         sec.figures["table2_outcomes"] = outcome_bars(t2)
     else:
         sec.notes.append("Table 2 skipped: no judgments between the final models of two objectives "

@@ -241,12 +241,12 @@ def _answer(gen, todo: list[Question], answered: dict[int, list[str]], out_path:
             model_id: str, key: dict, cfg: GenerationConfig, progress: bool) -> None:
     """Turn by turn, every question of ``todo`` in batches; a question's record is appended once its last
     turn is answered, earlier turns go to the side file (an interrupted run loses nothing)."""
-    from tqdm.auto import tqdm
+    from contracts.progress import bar as progress_bar
 
     from contracts.files import Appender
 
     remaining = sum(len(q.turns) - len(answered.get(q.question_id, [])) for q in todo)
-    with (tqdm(total=remaining, desc=f"answers {model_id}", unit="turn", disable=not progress) as bar,
+    with (progress_bar(total=remaining, desc=f"answers {model_id}", unit="turn", enabled=progress) as bar,
           Appender(out_path) as out, Appender(partial_path) as side):
         for turn in range(max(len(q.turns) for q in todo)):
             due = [q for q in todo if len(q.turns) > turn and len(answered.get(q.question_id, [])) == turn]

@@ -158,7 +158,7 @@ def _score(policy, reference, records: list[dict], output: Path, *, model_id: st
            source: str, ref_cache_dir, prec) -> None:
     """Tokenize ``records`` as the trainer does, score them chunk by chunk, append each chunk's rows."""
     import torch
-    from tqdm.auto import tqdm
+    from contracts.progress import bar as progress_bar
 
     from trainer.data import tokenize_pairs
     from trainer.modeling import load_causal_lm, load_tokenizer
@@ -184,7 +184,7 @@ def _score(policy, reference, records: list[dict], output: Path, *, model_id: st
     else:
         ref, _ = load_causal_lm(reference, dtype=prec.weights, device=prec.device, with_tokenizer=False)
     pol, _ = load_causal_lm(policy, dtype=prec.weights, device=prec.device, with_tokenizer=False)
-    bar = tqdm(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", disable=not cfg.progress)
+    bar = progress_bar(total=len(pairs), desc=f"Δπ {model_id}", unit="pair", enabled=cfg.progress)
     for s in range(0, len(pairs), cfg.chunk_size):
         chunk = pairs[s:s + cfg.chunk_size]
         lp = pair_logps(pol, chunk, **kw)

@@ -44,6 +44,15 @@ class LeaderboardError(UserError):
     """Bad input or an unreachable resource, with a message saying what to do."""
 
 
+class DatasetsUnavailable(LeaderboardError):
+    """Offline, and a task's dataset is not in the local cache. ``until``: :func:`availability` when this was
+    found (nothing will change before it does); ``first``: False when this process already said so."""
+
+    def __init__(self, msg: str, until: str | None = None, first: bool = True):
+        super().__init__(msg)
+        self.until, self.first = until, first
+
+
 TaskSpec = LeaderboardTask  # one row of the task table (contracts.benches)
 TASKS_BY_NAME = TASKS
 
@@ -245,6 +254,31 @@ def hub_mode(offline: bool, datasets_cache: str | None = None) -> Iterator[None]
                 os.environ[k] = v
 
 
+def availability(cfg: LeaderboardConfig, offline: bool | None = None) -> str | None:
+    """What decides whether the tasks' datasets load offline: the tasks and the Hugging Face caches (their
+    entries and modification times). None online, where anything may have changed."""
+    if not (decide_offline(cfg) if offline is None else offline):
+        return None
+    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    caches = [Path(cfg.hf_datasets_cache or os.environ.get("HF_DATASETS_CACHE") or home / "datasets"),
+              Path(os.environ.get("HF_HUB_CACHE") or home / "hub"), *map(Path, cfg.include_path)]
+    seen = [(str(c), sorted((e.name, e.stat().st_mtime_ns) for e in c.iterdir()) if c.is_dir() else None)
+            for c in caches]
+    return hashlib.sha256(json.dumps([cfg.tasks, cfg.include_defaults, seen]).encode()).hexdigest()
+
+
+_UNAVAILABLE: dict[str, str] = {}  # availability() -> why the datasets did not load (said once per process)
+
+
+def note_unavailable(out_dir: str | Path, reason: str | None) -> None:
+    """leaderboard/unavailable.json says why there are no scores (the report quotes it); gone once there are."""
+    path = RunDir(out_dir).leaderboard_unavailable
+    if reason is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json(path, {"reason": reason}, indent=1)
+
+
 # ------------------------------------------------------------------------------------ lm-eval glue
 
 
@@ -286,7 +320,7 @@ def load_task(spec: TaskSpec, task_manager, *, offline: bool):
         leaves = _leaf_configs(task_manager, spec.name)
         where = ", ".join(sorted({_dataset_paths(c) for c in leaves})[:3]) or spec.name
         if offline:
-            raise LeaderboardError(
+            raise DatasetsUnavailable(
                 f"task {spec.name}: dataset {where} is not in the local Hugging Face cache and the "
                 f"machine is offline: run once online, or set HF_DATASETS_CACHE (--datasets-cache) to "
                 f"a cache that has it, or give local task files with --include-path "
@@ -461,13 +495,20 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
                 plan.append((model_id, ckpt, spec, settings, key, path))
 
     if plan:
-        # one writer per model's results (only the main process writes under accelerate)
-        with contextlib.ExitStack() as locks:
+        try:
+            # one writer per model's results (only the main process writes under accelerate)
+            with contextlib.ExitStack() as locks:
+                if _is_main_process():
+                    for m in dict.fromkeys(p[0] for p in plan):
+                        d = RunDir(out_dir).leaderboard_model(m)
+                        locks.enter_context(Lock(d, what=f"leaderboard results {d}"))
+                _run_plan(plan, cfg, scores)
+        except DatasetsUnavailable as e:
             if _is_main_process():
-                for m in dict.fromkeys(p[0] for p in plan):
-                    d = RunDir(out_dir).leaderboard_model(m)
-                    locks.enter_context(Lock(d, what=f"leaderboard results {d}"))
-            _run_plan(plan, cfg, scores)
+                note_unavailable(out_dir, str(e))
+            raise
+        if _is_main_process():
+            note_unavailable(out_dir, None)
     if scores_csv and _is_main_process():
         write_scores_csv(out_dir)
     return scores
@@ -475,17 +516,26 @@ def evaluate_checkpoints(checkpoints: list[tuple[str, str | Path]], cfg: Leaderb
 
 def _run_plan(plan: list[tuple], cfg: LeaderboardConfig, scores: dict[str, dict[str, float]]) -> None:
     """Every (model, task) of ``plan``, each result written as it finishes; models loaded one at a time."""
-    from tqdm.auto import tqdm
+    from contracts.progress import bar as progress_bar
 
     offline = decide_offline(cfg)
+    until = availability(cfg, offline) if offline else None
+    if until in _UNAVAILABLE:  # found in this process already: nothing has changed since
+        raise DatasetsUnavailable(_UNAVAILABLE[until], until, first=False)
     with hub_mode(offline, cfg.hf_datasets_cache):
         tm = make_task_manager(cfg)
         # Build every task (this loads its data) before any model: unknown tasks and unreachable
         # datasets fail at once. The first checkpoint uses these objects, later ones rebuild them.
         specs_todo = {p[2].name: p[2] for p in plan}.values()
-        preloaded = {s.name: load_task(s, tm, offline=offline) for s in specs_todo}
+        try:
+            preloaded = {s.name: load_task(s, tm, offline=offline) for s in specs_todo}
+        except DatasetsUnavailable as e:
+            if until is not None:
+                _UNAVAILABLE[until] = str(e)
+            e.until = until
+            raise
         lm, lm_ckpt = None, None
-        bar = tqdm(plan, desc="leaderboard", unit="task")
+        bar = progress_bar(plan, desc="leaderboard", unit="task")
         for model_id, ckpt, spec, settings, key, path in bar:
             bar.set_postfix_str(f"{model_id}/{spec.name}")
             if lm_ckpt != ckpt:

@@ -107,6 +107,10 @@ class RunDir:
         return self.leaderboard / SCORES_CSV
 
     @property
+    def leaderboard_unavailable(self) -> Path:
+        return self.leaderboard / "unavailable.json"
+
+    @property
     def delta(self) -> Path:
         return self.root / "delta"
 

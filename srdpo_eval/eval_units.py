@@ -74,32 +74,47 @@ def _judge(ctx: Context, bench: str, mode: str, *, models=None, pairs=None) -> d
 
 
 def leaderboard_units(ctx: Context, models: list[ModelEntry], deps_of) -> list[Unit]:
-    """Each model's leaderboard tasks (results reused per (checkpoint, task) inside), then scores.csv."""
-    units = [_leaderboard_unit(ctx, m, deps_of(m.model_id)) for m in models]
+    """Each model's leaderboard tasks (results reused per (checkpoint, task) inside), then scores.csv.
+    Offline without the tasks' datasets, they are skipped until the Hugging Face caches change."""
+    import functools
+
+    from benchmarks.leaderboard import availability
+
+    # one Hub probe per run; none in a dry run, which takes the machine as offline
+    recheck = functools.cache(lambda probe: availability(C.leaderboard_config(ctx), None if probe else True))
+    units = [_leaderboard_unit(ctx, m, deps_of(m.model_id), recheck) for m in models]
 
     def scores():
         from benchmarks.leaderboard import collect_results, write_scores_csv
 
         if not collect_results(ctx.rd.root):
-            return {"skipped": "no leaderboard results"}
+            return {"scores_csv": None}
         return {"scores_csv": str(write_scores_csv(ctx.rd.root))}
 
+    def inputs() -> str:
+        from contracts.hashing import sha256_file
+
+        return str(sorted((str(f), sha256_file(f)) for f in ctx.rd.leaderboard.glob("*/*.json")))
+
     return units + [Unit("leaderboard", "leaderboard", {"models": [m.model_id for m in models]}, scores,
-                         deps=[u.name for u in units], always=True, describe="leaderboard/scores.csv")]
+                         deps=[u.name for u in units], inputs=inputs, describe="leaderboard/scores.csv")]
 
 
-def _leaderboard_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
-    """Unreachable task data (offline) is a skip note, retried next run. lm-eval's task index is built
-    once per process."""
+def _leaderboard_unit(ctx: Context, m: ModelEntry, deps: list[str], recheck) -> Unit:
+    """lm-eval's task index is built once per process; datasets found missing are said once per process."""
     from benchmarks.leaderboard import result_key
 
     lcfg = C.leaderboard_config(ctx)
 
     def run():
-        from benchmarks.leaderboard import LeaderboardError, evaluate_checkpoints
+        from benchmarks.leaderboard import DatasetsUnavailable, LeaderboardError, evaluate_checkpoints
 
         try:  # scores.csv is written once, by the "leaderboard" unit, not by units running side by side
             scores = evaluate_checkpoints([(m.model_id, m.path)], lcfg, ctx.rd.root, scores_csv=False)
+        except DatasetsUnavailable as e:
+            if e.first:
+                print(f"leaderboard skipped: {e}", flush=True)
+            return {"skipped": str(e), "until": e.until}
         except LeaderboardError as e:
             print(f"leaderboard skipped: {e}", flush=True)
             return {"skipped": str(e)}
@@ -107,7 +122,7 @@ def _leaderboard_unit(ctx: Context, m: ModelEntry, deps: list[str]) -> Unit:
 
     lb = ctx.cfg.leaderboard
     return Unit(f"leaderboard/{m.model_id}", "leaderboard", {"leaderboard": result_key(lcfg), **C.model_identity(ctx, m)},
-                run, deps=deps, clear=lambda: remove_path(ctx.rd.leaderboard_model(m.model_id)),
+                run, deps=deps, clear=lambda: remove_path(ctx.rd.leaderboard_model(m.model_id)), recheck=recheck,
                 describe=f"{len(lb.tasks)} tasks" + (f", limit {lb.limit}" if lb.limit else ""), worker=True)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from contracts.progress import bar, write
 
 
 def stable_hash(obj: Any) -> str:
@@ -49,7 +49,12 @@ class Unit:
     deps: list[str] = field(default_factory=list)
     clear: Callable[[], None] | None = None  # removes this unit's outputs when its key changed
     describe: str = ""  # one line for --dry-run
-    always: bool = False  # cheap units that rerun every time (figures)
+    # reads files no unit key covers (figures: every result file): a digest of them, taken when the unit
+    # is due; done with the same key and digest, and none of its dependencies running -> skipped
+    inputs: Callable[[], str] | None = None
+    # a unit that returned {"skipped": reason, "until": s} is skipped again while ``recheck(probe)`` gives s
+    # (the leaderboard offline: until the datasets' cache changes); probe False: reach no network (dry run)
+    recheck: Callable[[bool], str | None] | None = None
     worker: bool = False  # may run in a worker process (--workers): it writes only its own files ...
     shared_file: str | None = None  # ... or appends to this one, which no other running unit then touches
 
@@ -150,20 +155,27 @@ def unit_hashes(units: list[Unit]) -> dict[str, str]:
     return out
 
 
-def plan(units: list[Unit], manifest: Manifest) -> list[tuple[Unit, str]]:
-    """What each unit would do now: 'skip' (done, same key), 'resume', 'rerun' (key changed) or 'run'."""
+def plan(units: list[Unit], manifest: Manifest, *, probe: bool = True) -> list[tuple[Unit, str]]:
+    """What each unit would do now: 'skip' (done, same key), 'resume', 'rerun' (key changed) or 'run'.
+    ``probe`` False: decide without reaching the network (a dry run)."""
     hashes = unit_hashes(units)
-    out = []
+    out, actions = [], {}
     for u in units:
         rec = manifest.unit(u.name)
         if not rec:
             action = "run"
         elif rec.get("key") != hashes[u.name]:
             action = "rerun"
-        elif rec.get("status") == "done" and not u.always:
+        elif rec.get("status") == "done":
+            fresh = u.inputs is None or (all(actions.get(d) == "skip" for d in u.deps)
+                                         and rec.get("inputs") == u.inputs())
+            action = "skip" if fresh else "run"
+        elif rec.get("status") == "skipped" and u.recheck is not None and \
+                (until := (rec.get("result") or {}).get("until")) is not None and until == u.recheck(probe):
             action = "skip"
         else:
-            action = "resume" if rec.get("status") != "done" else "run"
+            action = "resume"
+        actions[u.name] = action
         out.append((u, action))
     return out
 
@@ -189,20 +201,34 @@ def execute(units: list[Unit], manifest: Manifest, *, only: set[str] | None = No
     A unit that fails in a worker stops the phase: nothing new starts, the running units finish and are
     recorded, then :class:`UnitFailed` (or the worker's UserError) names it; a rerun resumes.
     """
-    log = log or tqdm.write
+    log = log or write
     taken: dict[str, str] = {}
     todo: list[tuple[Unit, str]] = []
+    skipped: dict[str, list[Unit]] = {}
     for u, action in plan(units, manifest):
         if only is not None and u.name not in only:
             taken[u.name] = "not selected"
             continue
         taken[u.name] = action
         if action == "skip":
-            log(f"[skip]   {u.name} (done)")
+            skipped.setdefault(u.stage, []).append(u)
         else:
             todo.append((u, action))
+    for stage, us in skipped.items():
+        log(f"[skip]   {stage}: {_skip_line(us, manifest)}")
     _Phase(manifest, unit_hashes(units), log, workers, desc).run(todo)
     return taken
+
+
+def _skip_line(units: list[Unit], manifest: Manifest) -> str:
+    """One line for a stage's skipped units: how many, and (once) why those skipped earlier were."""
+    what = "" if len(units) > 1 or units[0].name == units[0].stage else f"{units[0].name} "
+    what += f"{len(units)} units " if len(units) > 1 else ""
+    reasons = [r for u in units if (r := (manifest.unit(u.name).get("result") or {}).get("skipped"))]
+    if not reasons:
+        return f"{what}done with the same settings and inputs"
+    return (f"{what}as before, nothing they need has changed; {len(reasons)} of them without results: "
+            + "; ".join(dict.fromkeys(reasons)))
 
 
 class _Phase:
@@ -217,7 +243,7 @@ class _Phase:
     def run(self, todo: list[tuple[Unit, str]]) -> None:
         waiting = {u.name for u, _ in todo}  # not finished in this call: their dependants wait
         self.total = len(todo)
-        self.bar = tqdm(total=len(todo), desc=self.desc, unit="unit", disable=True if not todo else None)
+        self.bar = bar(total=len(todo), desc=self.desc, unit="unit", enabled=bool(todo))
         try:
             while todo or self.running:
                 ready = None if self.failed else next(
@@ -269,15 +295,17 @@ class _Phase:
         self.manifest.save()
         self.bar.set_postfix_str(u.name)
         t0 = time.time()
-        self._finish(u.name, u.run(), t0)
+        self._finish(u, u.run(), t0)
         return True
 
-    def _finish(self, name: str, result: Any, t0: float) -> None:
-        rec = self.manifest.unit(name)
+    def _finish(self, u: Unit, result: Any, t0: float) -> None:
+        rec = self.manifest.unit(u.name)
         skipped = isinstance(result, dict) and bool(result.get("skipped"))
         rec.update(status="skipped" if skipped else "done", finished=time.time(), seconds=round(time.time() - t0, 2))
         if isinstance(result, dict):
             rec["result"] = result
+        if u.inputs is not None and not skipped:
+            rec["inputs"] = u.inputs()
         self.manifest.save()
         self.done += 1
         self.bar.update(1)
@@ -292,7 +320,7 @@ class _Phase:
             del self.running[name]
             ended.append(name)
             if out.ok:
-                self._finish(name, out.result, job.t0)
+                self._finish(job.unit, out.result, job.t0)
                 self.log(f"[done]   {name} ({time.time() - job.t0:.0f} s, {self.done}/{self.total})")
             else:
                 self.manifest.unit(name).update(status="failed", finished=time.time(), error=out.error)

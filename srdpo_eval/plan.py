@@ -16,7 +16,7 @@ from srdpo_eval.units import expected_steps
 def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: list[Unit], *,
                only: set[str] | None = None) -> None:
     """The plan of every unit (``only``: of a shard's share, see srdpo_eval.shards)."""
-    rows = [(u, a) for u, a in plan(units1 + units2, manifest) if only is None or u.name in only]
+    rows = [(u, a) for u, a in plan(units1 + units2, manifest, probe=False) if only is None or u.name in only]
     width = max((len(u.name) for u, _ in rows), default=0)
     print(f"plan for {ctx.rd.root} (config {ctx.cfg.name!r}):")
     if only is not None:
@@ -27,7 +27,7 @@ def print_plan(ctx: Context, manifest: Manifest, units1: list[Unit], units2: lis
         print(f"  {action:6s} {u.name:{width}s}  {u.describe}")
         if u.name in launches and action != "skip":
             print(f"  {'':6s} {'':{width}s}  $ {shlex.join(launches[u.name])}")
-    runs = [(u, a) for u, a in plan(units1, manifest) if u.name.startswith("train/")]
+    runs = [(u, a) for u, a in plan(units1, manifest, probe=False) if u.name.startswith("train/")]
     todo = sum(a != "skip" for _, a in runs)
     seeds = ctx.cfg.seeds
     print(f"seeds: {', '.join(map(str, seeds))} (every objective trained once per seed)" if len(seeds) > 1 else
@@ -47,7 +47,7 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
     calls = cached = counted = 0
     notes = []
     judge = get_judge_backend(ctx.judge_kind)
-    actions = {u.name: a for u, a in plan(units, manifest)}
+    actions = {u.name: a for u, a in plan(units, manifest, probe=False)}
     for u in (u for u in units if u.stage == "judge" and actions[u.name] != "skip"):
         bench = u.key["bench"]
         models = u.key.get("pair") or u.key["models"]

@@ -230,10 +230,12 @@ def _figures_unit(ctx: Context, deps: list[str]) -> Unit:
         from analysis.report import build_report, print_summary
 
         rep = build_report(ctx.rd.root, n_boot=acfg.n_boot, seed=acfg.seed, data_dir=ctx.cfg.bench.data_dir)
-        print_summary(rep)
+        print_summary(rep, notes=False)
         return {"report": str(ctx.rd.report)}
 
-    return Unit("figures", "figures", result_key(acfg), run, deps=deps, always=True,
+    from analysis.inputs import inputs_digest
+
+    return Unit("figures", "figures", result_key(acfg), run, deps=deps, inputs=lambda: inputs_digest(ctx.rd.root),
                 describe="tables, figures and report.md")
 
 

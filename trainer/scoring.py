@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from contracts.progress import bar
 
 from trainer.data import TokenizedPair
 from trainer.logprobs import CompletionLogps
@@ -58,7 +58,7 @@ def pair_logps(model, pairs: list[TokenizedPair], *, pad_id: int, batch_size: in
     if verify and pairs:
         with amp:
             batcher.verify(wrapper, pairs)
-    for idx in tqdm(micro_batches(pairs, order, max_pairs=batch_size), desc="log-probs", disable=not progress,
+    for idx in bar(micro_batches(pairs, order, max_pairs=batch_size), desc="log-probs", enabled=progress,
                     unit="batch"):
         batch = [pairs[i] for i in idx]
         B = len(idx)

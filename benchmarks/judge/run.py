@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from contracts.progress import bar as progress_bar
 
 from benchmarks.judge import calibration
 from benchmarks.judge import prompts as P
@@ -373,7 +373,7 @@ async def _play(matches: list[Match], backend: ChatBackend, out: Appender, cache
             log.warning("judgment %s: verdict not found in the reply (recorded as an error)", match.key)
         bar.update(1)
 
-    with tqdm(total=len(matches), desc=f"judge {summary.mode}", unit="judgment", disable=not progress) as bar:
+    with progress_bar(total=len(matches), desc=f"judge {summary.mode}", unit="judgment", enabled=progress) as bar:
         await asyncio.gather(*(play(m, bar) for m in matches))
 
 

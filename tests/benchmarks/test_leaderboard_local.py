@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("lm_eval")  # not on a bare GPU machine: skipped there, never a collection error
 
+import benchmarks.leaderboard as L  # noqa: E402
 from benchmarks.leaderboard import (LEADERBOARD_TASKS, LeaderboardConfig, LeaderboardError, TASKS_BY_NAME,
                                     evaluate_checkpoint, evaluate_checkpoints, result_path, run_checkpoints,
                                     scores_table)
@@ -331,9 +332,29 @@ def test_unreachable_dataset_offline(tiny_model_dir, tmp_path, monkeypatch):
                                   "task": "winogrande", "dataset_path": "srdpo-test/not-cached-anywhere"})
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty_cache"))
     t0 = time.time()
-    with pytest.raises(LeaderboardError, match=r"srdpo-test/not-cached-anywhere.*offline: run once online"):
-        evaluate_checkpoint(tiny_model_dir, local_cfg(d, tasks=("winogrande",)), tmp_path, model_id="m")
-    assert time.time() - t0 < 60
+    cfg = local_cfg(d, tasks=("winogrande",))
+    with pytest.raises(LeaderboardError, match=r"srdpo-test/not-cached-anywhere.*offline: run once online") as e:
+        evaluate_checkpoint(tiny_model_dir, cfg, tmp_path, model_id="m")
+    assert time.time() - t0 < 60 and e.value.first and e.value.until == L.availability(cfg, True)
+    # said in the run directory, and the report quotes it
+    from analysis.inputs import load_inputs
+
+    reason = json.loads((tmp_path / "leaderboard" / "unavailable.json").read_text())["reason"]
+    assert "not-cached-anywhere" in reason
+    assert any("the leaderboard was skipped (task winogrande" in n for n in load_inputs(tmp_path).notes)
+    # asked again in the same process with nothing changed: the same answer at once, without loading a task
+    def loaded_again(cfg):
+        raise RuntimeError("tasks loaded again")
+
+    monkeypatch.setattr(L, "make_task_manager", loaded_again)
+    with pytest.raises(L.DatasetsUnavailable, match="not-cached-anywhere") as again:
+        evaluate_checkpoint(tiny_model_dir, cfg, tmp_path, model_id="m2")
+    assert not again.value.first and again.value.until == e.value.until
+    # something arrives in the datasets' cache: tried again
+    (tmp_path / "empty_cache" / "srdpo-test___not-cached-anywhere").mkdir(parents=True)
+    assert L.availability(cfg, True) != e.value.until
+    with pytest.raises(RuntimeError, match="tasks loaded again"):
+        evaluate_checkpoint(tiny_model_dir, cfg, tmp_path, model_id="m2")
 
 
 def test_run_checkpoints_lists_steps_in_order(tmp_path):

@@ -100,3 +100,30 @@ def test_no_function_is_longer_than_a_screen_or_so():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
                 long.append(f"{rel}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_progress_bars_go_through_one_place():
+    """A bar written to a log file is a stream of cursor codes: every bar goes through contracts.progress,
+    which shows it on a terminal only."""
+    direct = [str(p.relative_to(ROOT)) for layer in LAYERS for p in (ROOT / layer).rglob("*.py")
+              if "tqdm" in imported_packages(p) and p != ROOT / "contracts" / "progress.py"]
+    assert not direct, f"tqdm used directly (use contracts.progress.bar): {direct}"
+
+
+def test_progress_bar_is_silent_off_a_terminal():
+    import io
+
+    from contracts.progress import bar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, tty = io.StringIO(), Tty()
+    for f in (log, tty):
+        for _ in bar(range(3), desc="x", file=f, mininterval=0):
+            pass
+    assert log.getvalue() == "" and "\r" in tty.getvalue() and "3/3" in tty.getvalue()
+    off = Tty()
+    list(bar(range(3), enabled=False, file=off))
+    assert off.getvalue() == ""

@@ -101,3 +101,45 @@ def test_only_runs_selected_units_and_skipped_units_are_retried(tmp_path):
     calls.clear()
     taken = execute(make_units(calls, BASE), Manifest.load(tmp_path / "m.json"), log=lambda s: None)
     assert taken["train/a"] == "resume" and taken["train/b"] == "skip"
+
+
+def test_unit_reading_other_files_is_skipped_while_they_and_its_dependencies_stay(tmp_path):
+    """figures: its key is the analysis settings; the result files it reads are a digest taken when due."""
+    calls, digest = [], {"v": "1"}
+    units = lambda lr: make_units(calls, {**BASE, "lr_a": lr}) + [  # noqa: E731
+        Unit("figures", "figures", {}, lambda: calls.append("figures"), deps=["judge/a__b"],
+             inputs=lambda: digest["v"])]
+    m = tmp_path / "m.json"
+    execute(units(1.0), Manifest.load(m), log=lambda s: None)
+    calls.clear()
+    assert execute(units(1.0), Manifest.load(m), log=lambda s: None)["figures"] == "skip" and calls == []
+    digest["v"] = "2"  # a result file changed
+    assert execute(units(1.0), Manifest.load(m), log=lambda s: None)["figures"] == "run" and calls == ["figures"]
+    calls.clear()
+    saved = Manifest.load(m)
+    saved.unit("judge/a__b")["status"] = "started"  # a dependency was cut: it resumes, and figures follows it
+    saved.save()
+    taken = execute(units(1.0), Manifest.load(m), log=lambda s: None)
+    assert taken["judge/a__b"] == "resume" and taken["figures"] == "run" and calls == ["judge/a__b", "figures"]
+
+
+def test_unit_skipped_for_a_reason_waits_until_what_it_needs_changes(tmp_path):
+    """The leaderboard offline: skipped again, without running, while the caches are as they were; one
+    line per stage, the reason once."""
+    calls, cache = [], {"v": "empty"}
+    units = make_units(calls, BASE)
+    for u in units[:2]:
+        u.run = (lambda n: lambda: (calls.append(n), {"skipped": "dataset not cached", "until": cache["v"]})[1])(u.name)
+        u.recheck = lambda probe: cache["v"]
+    m = tmp_path / "m.json"
+    execute(units, Manifest.load(m), log=lambda s: None)
+    calls.clear()
+    said = []
+    taken = execute(units, Manifest.load(m), log=said.append)
+    assert calls == [] and set(taken.values()) == {"skip"}
+    assert said == ["[skip]   train: 2 units as before, nothing they need has changed; 2 of them without "
+                    "results: dataset not cached", "[skip]   answers: 2 units done with the same settings and inputs",
+                    "[skip]   judge: judge/a__b done with the same settings and inputs"], said
+    cache["v"] = "filled"
+    taken = execute(units, Manifest.load(m), log=lambda s: None)
+    assert taken["train/a"] == "resume" and calls[:2] == ["train/a", "train/b"]

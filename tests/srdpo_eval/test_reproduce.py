@@ -130,11 +130,21 @@ def test_tiny_pipeline_end_to_end_with_kills(tiny_setup, monkeypatch, capsys):
         pair_recs = [json.loads(x) for x in (clean / "mt_bench/model_judgment/gpt-4_pair.jsonl").read_text().splitlines()]
         assert sum({r["model_1"], r["model_2"]} == {"sr-dpo", "dpo"} for r in pair_recs) == 6
 
-        # a rerun of the finished run: nothing recomputed, no judge call
-        before = server.requests
+        # a rerun of the finished run: nothing recomputed, no judge call, no figure drawn again; one line
+        # per stage says so
+        before, report_made = server.requests, (clean / "report.md").stat().st_mtime_ns
+        capsys.readouterr()
         taken = reproduce(cfg, clean)
-        assert server.requests == before
-        assert {a for n, a in taken.items() if n != "figures"} == {"skip"}
+        assert server.requests == before and set(taken.values()) == {"skip"}
+        assert (clean / "report.md").stat().st_mtime_ns == report_made
+        said = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[")]
+        stages = {json.loads((clean / "manifest.json").read_text())["units"][n]["stage"] for n in taken}
+        assert len(said) == len(stages) and all(x.startswith("[skip]") for x in said), said
+        # a result file written again (Δπ recomputed by hand, say) is an input the figures read: drawn again
+        os.utime(clean / "delta/sr-dpo.csv", ns=(report_made + 10**9,) * 2)
+        taken = reproduce(cfg, clean)
+        assert taken["figures"] == "run" and {a for n, a in taken.items() if n != "figures"} == {"skip"}
+        assert (clean / "report.md").stat().st_mtime_ns != report_made
 
         # killed during training (after the dpo run logged 3 of its 6 steps), then during judging
         cut = folder / "cut"
