@@ -58,7 +58,8 @@ def full_model_state(policy) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in sd.items()}  # "model." is the CompletionLogps attribute
 
 
-def save_checkpoint(policy, optimizer, scheduler, tokenizer, path: Path, info: dict, state: dict | None) -> None:
+def save_checkpoint(policy, optimizer, scheduler, tokenizer, path: Path, info: dict, state: dict | None,
+                    dtype: torch.dtype | None = None) -> None:
     """A Hugging Face checkpoint (+ srdpo_info.json, + trainer_state/ if ``state``); every process calls it.
 
     It is written to ``<name>.tmp/`` (one name all processes know: they all write into it) and renamed
@@ -69,9 +70,13 @@ def save_checkpoint(policy, optimizer, scheduler, tokenizer, path: Path, info: d
     tmp = path.with_name(path.name + ".tmp")
     try:
         sd = full_model_state(policy)
+        if dtype is not None and state is None:  # a resume needs the fp32 master weights: only without state
+            sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
         if D.rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             policy.model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
+            if dtype is not None and state is None:
+                _config_dtype(tmp, dtype)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / CHECKPOINT_INFO, info)
         D.barrier()  # tmp/ exists before the others write their shards into it
@@ -87,6 +92,46 @@ def save_checkpoint(policy, optimizer, scheduler, tokenizer, path: Path, info: d
         if find_out_of_space(e) is not None:
             raise out_of_space(path, checkpoint_bytes(policy, optimizer if state is not None else None)) from e
         raise
+
+
+def slim_checkpoints(out: Path, dtype: torch.dtype | None) -> int:
+    """Once the run is finished: drop each checkpoint's trainer state (nothing resumes a finished run) and,
+    with ``dtype``, store its weights in it (what evaluation computes in), as final/ is. Idempotent; a kill
+    midway leaves each file whole. Returns the bytes freed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from contracts.files import written
+
+    freed = 0
+    for ck in sorted(p for p in out.glob("checkpoint-*") if p.is_dir()):
+        size = _bytes(ck)
+        shutil.rmtree(ck / STATE_DIR, ignore_errors=True)
+        for f in sorted(ck.glob("*.safetensors")) if dtype is not None else []:
+            with safe_open(f, "pt") as sf:
+                meta, tensors = sf.metadata(), {k: sf.get_tensor(k) for k in sf.keys()}
+            if all(t.dtype == dtype or not t.is_floating_point() for t in tensors.values()):
+                continue
+            with written(f) as tmp:
+                save_file({k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}, tmp, meta)
+            _config_dtype(ck, dtype)
+        freed += size - _bytes(ck)
+    return freed
+
+
+def _config_dtype(folder: Path, dtype: torch.dtype) -> None:
+    """config.json says the dtype the weights are stored in (what ``dtype="auto"`` loads them as)."""
+    cfg_path = folder / "config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        for k in ("dtype", "torch_dtype"):
+            if k in cfg:
+                cfg[k] = str(dtype).removeprefix("torch.")
+        write_json(cfg_path, cfg)
+
+
+def _bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def checkpoint_bytes(policy, optimizer=None) -> int:

@@ -64,6 +64,11 @@ class TrainConfig(DataConfig):
     epochs: int = option(1, ge=1)
     max_steps: int | None = option(None, ge=1, help="stop after this many steps (overrides epochs)")
     save_every: int = option(0, ge=0, help="steps between checkpoint-<step>/ (0: only final/)")
+    keep_trainer_state: bool = option(False, help="keep each checkpoint's optimizer and RNG state (2/3 of it "
+                                                  "with Adam) once final/ is written, to train on from it later")
+    save_dtype: str = option("auto", choices=("auto", "fp32", "bf16"),
+                             help="weights of final/ and of checkpoints without trainer state: auto = the dtype "
+                                  "the model computes in (bf16 under bf16 mixed precision, else fp32)")
     seed: int = option(0, ge=0)
     device: str = option("auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA if available")
     dtype: str = option("auto", choices=("auto", "fp32", "bf16"),
@@ -103,7 +108,7 @@ class TrainConfig(DataConfig):
 # Options that change how a run executes, not what it computes: a resumed run may differ in these only.
 EXECUTION_ONLY = ("output", "resume", "progress", "device", "micro_batch_size", "chunk_size", "ref_batch_size",
                   "ref_cache_dir", "verify_logps", "compile", "gradient_checkpointing", "trust_remote_code",
-                  "fsdp", "packing", "max_tokens_per_micro_batch", "deterministic")
+                  "fsdp", "packing", "max_tokens_per_micro_batch", "deterministic", "keep_trainer_state")
 
 
 # The settings losses read (trainer.losses.Settings); an objective's loss reads those contracts.objectives names.

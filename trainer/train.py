@@ -38,7 +38,8 @@ from contracts.ids import FINAL_DIR
 from contracts.run_dir import RUN_INFO, TRAIN_CONFIG, TRAIN_LOG
 from contracts.tables import TOKEN_FIELDS
 from trainer import distributed as D
-from trainer.checkpoint import STATE_DIR, STATE_FILE, latest_checkpoint, load_trainer_state, save_checkpoint
+from trainer.checkpoint import (STATE_DIR, STATE_FILE, latest_checkpoint, load_trainer_state, save_checkpoint,
+                                slim_checkpoints)
 from trainer.checkpoint import write_json as _write_json
 from trainer.config import TrainConfig, check_resume, dump_yaml
 from trainer.data import (TokenizedPair, TruncationReport, length_grouped_order, load_preference_data,
@@ -74,6 +75,27 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def schedule_warnings(cfg: TrainConfig, n_pairs: int, steps_per_epoch: int, total_steps: int) -> list[str]:
+    """What makes no sense in the schedule for this data, each with what the run will do anyway."""
+    out = []
+    if cfg.batch_size > n_pairs:
+        out.append(f"batch_size {cfg.batch_size} is more than the {n_pairs} usable pairs: each step takes all "
+                   f"{n_pairs}; set --batch-size to at most {n_pairs} for more than one step per epoch")
+    if total_steps > steps_per_epoch * cfg.epochs:
+        out.append(f"max_steps {total_steps} is more than {cfg.epochs} epoch(s) of {steps_per_epoch} steps: each "
+                   f"pair is trained on about {total_steps / steps_per_epoch:.1f} times; give fewer steps, or more "
+                   f"data, unless repeating the pairs is meant (then set --epochs to say so)")
+    peak = max(make_scheduler(torch.optim.SGD([torch.zeros(1)], lr=1.0), cfg, total_steps).lr_lambdas[0](s)
+               for s in range(total_steps))
+    if cfg.warmup_steps >= total_steps:
+        out.append(f"warmup_steps {cfg.warmup_steps} is not shorter than the run's {total_steps} steps: the "
+                   f"learning rate rises to {peak:.1%} of {cfg.learning_rate:g} at most ({peak * cfg.learning_rate:.2g}); "
+                   f"set --warmup-steps below {total_steps} (e.g. {max(0, total_steps // 10)})")
+    elif peak < 0.1:
+        out.append(f"the learning rate never exceeds {peak:.1%} of its peak {cfg.learning_rate:g}")
+    return out
 
 
 def epoch_batches(pairs: list[TokenizedPair], cfg: TrainConfig, epoch: int, world: int) -> list[list[int]]:
@@ -303,6 +325,9 @@ def _setup(cfg: TrainConfig) -> _Run:
     optimizer = _optimizer(cfg, params)
     steps_per_epoch = len(epoch_batches(pairs, cfg, 0, world))
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs  # max_steps overrides epochs (as HF)
+    if D.rank() == 0 and resume_from is None:
+        for w in schedule_warnings(cfg, len(pairs), steps_per_epoch, total_steps):
+            log.warning("%s: %s; training as set", cfg.output, w)
     identity = {"objective": cfg.objective, "beta": cfg.beta, "lam": cfg.lam if obj.refine else None,
                 "settings": {k: getattr(cfg, k) for k in obj.settings}, "reduce": cfg.reduce, "model": cfg.model,
                 "ref_model": (cfg.ref_model or cfg.model) if obj.reference else None, "data": cfg.data,
@@ -496,9 +521,16 @@ def _next_batch(run: _Run) -> list[int] | None:
     return batches[run.batch_idx]
 
 
+def save_dtype(cfg: TrainConfig, prec) -> torch.dtype | None:
+    """The dtype weights without trainer state are stored in (None: as trained, fp32 master weights)."""
+    if cfg.save_dtype == "auto":
+        return prec.autocast if prec.autocast not in (None, prec.weights) else None
+    return {"fp32": None, "bf16": torch.bfloat16}[cfg.save_dtype]
+
+
 def _save(run: _Run, path: Path, *, with_state: bool) -> None:
     save_checkpoint(run.policy, run.optimizer, run.scheduler, run.tokenizer, path, run.checkpoint_info(),
-                    run.state() if with_state else None)
+                    run.state() if with_state else None, dtype=save_dtype(run.cfg, run.prec))
     if with_state:
         run.last_ckpt = path
 
@@ -511,7 +543,7 @@ def _train(cfg: TrainConfig) -> Path:
 
 
 def _train_locked(cfg: TrainConfig) -> Path:
-    from tqdm.auto import tqdm
+    from contracts.progress import bar as progress_bar
 
     out = Path(cfg.output)
     if check_resume(cfg) == "finished":
@@ -521,8 +553,8 @@ def _train_locked(cfg: TrainConfig) -> Path:
         return out / FINAL_DIR
     run = _setup(cfg)
     main = D.rank() == 0
-    bar = tqdm(total=run.total_steps, initial=run.step, desc=f"train {cfg.objective}",
-               disable=not (cfg.progress and main), unit="step")
+    bar = progress_bar(total=run.total_steps, initial=run.step, desc=f"train {cfg.objective}",
+                       enabled=cfg.progress and main, unit="step")
     fp = Appender(out / TRAIN_LOG) if main else None
     fallbacks = 0
     try:
@@ -547,7 +579,19 @@ def _train_locked(cfg: TrainConfig) -> Path:
     _save(run, out / FINAL_DIR, with_state=False)
     run.info.update(steps=run.step, wall_time_s=time.time() - run.t_start, finished=True)
     _record_attention(run)
+    _slim(run)
     return out / FINAL_DIR
+
+
+def _slim(run: _Run) -> None:
+    """A finished run keeps what evaluation reads: checkpoints lose their trainer state (and are stored in
+    the save dtype) unless keep_trainer_state."""
+    if D.rank() == 0 and not run.cfg.keep_trainer_state:
+        freed = slim_checkpoints(Path(run.cfg.output), save_dtype(run.cfg, run.prec))
+        if freed:
+            log.info("%s: checkpoints without trainer state now (%.0f MB freed; keep_trainer_state keeps it)",
+                     run.cfg.output, freed / 1e6)
+    D.barrier()
 
 
 def _add(stats: dict, values: dict) -> None:

@@ -102,8 +102,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_model_dir, toy, tmp_p
 
     real_save = train_mod.save_checkpoint
 
-    def save_then_die(policy, opt, sched, tok, path, info, state):
-        real_save(policy, opt, sched, tok, path, info, state)
+    def save_then_die(policy, opt, sched, tok, path, info, state, **kw):
+        real_save(policy, opt, sched, tok, path, info, state, **kw)
         if path.name == "checkpoint-2":
             raise KeyboardInterrupt("simulated kill after checkpoint-2")
 
@@ -123,6 +123,35 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny_model_dir, toy, tmp_p
     lf, lr_ = read_log(tmp_path / "full"), read_log(out)
     assert [r["step"] for r in lr_] == [1, 2, 3, 4]
     assert [r["loss"] for r in lf] == [r["loss"] for r in lr_]
+    # finished: the checkpoint keeps its weights for evaluation, not the optimizer state (keep_trainer_state)
+    for run in (tmp_path / "full", out):
+        assert (run / "checkpoint-2" / "model.safetensors").is_file() and not (run / "checkpoint-2" / "trainer_state").exists()
+
+
+def test_finished_run_keeps_weights_in_the_save_dtype(tiny_model_dir, toy, tmp_path):
+    """Checkpoints lose their trainer state once final/ is written (unless keep_trainer_state); with
+    save_dtype bf16 the weights of final/ and of the checkpoints are the trained fp32 weights rounded to bf16."""
+    from safetensors import safe_open
+
+    kw = dict(max_steps=4, save_every=2, optimizer="adamw")
+    kept = tmp_path / "kept"
+    train_mod.train(cfg_for(tiny_model_dir, toy, kept, keep_trainer_state=True, **kw))
+    assert (kept / "checkpoint-2" / "trainer_state" / "state.json").is_file()
+    w32 = {d: weights(kept / d) for d in ("checkpoint-2", "final")}
+    assert all(t.dtype == torch.float32 for t in w32["final"].values())  # CPU: fp32, as trained
+    small = tmp_path / "small"
+    train_mod.train(cfg_for(tiny_model_dir, toy, small, save_dtype="bf16", **kw))
+    assert not (small / "checkpoint-2" / "trainer_state").exists()
+    for d in ("checkpoint-2", "final"):
+        w16 = weights(small / d)
+        assert w16.keys() == w32[d].keys()
+        for k in w16:
+            assert w16[k].dtype == torch.bfloat16 and torch.equal(w16[k], w32[d][k].to(torch.bfloat16)), (d, k)
+        assert json.loads((small / d / "config.json").read_text()).get("dtype") == "bfloat16"
+        with safe_open(str(small / d / "model.safetensors"), "pt") as f:
+            assert f.metadata() is not None
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())  # noqa: E731
+    assert size(small / "checkpoint-2") < 0.5 * size(kept / "checkpoint-2")
 
 
 def test_nan_loss_stops_with_last_good_checkpoint_intact(tiny_model_dir, toy, tmp_path, monkeypatch):
@@ -276,3 +305,26 @@ def test_deterministic_flag_trains_the_same_and_restores_torch(tiny_model_dir, t
     wa, wb = weights(a), weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert json.loads((tmp_path / "det" / "run_info.json").read_text())["deterministic"] is True
+
+
+def test_a_schedule_that_makes_no_sense_for_the_data_is_said(tiny_model_dir, toy, tmp_path, caplog):
+    """The paper's batch and warm-up on 16 pairs: one step at a learning rate of 1/151 of its peak."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="trainer.train"):
+        train_mod.train(cfg_for(tiny_model_dir, toy, tmp_path / "paper", batch_size=64, warmup_steps=150,
+                                learning_rate=5e-7, max_steps=None))
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("batch_size 64 is more than the 16 usable pairs" in m for m in said), said
+    assert any("warmup_steps 150 is not shorter than the run's 1 steps: the learning rate rises to 0.7% of 5e-07 "
+               "at most (3.3e-09)" in m and m.endswith("training as set") for m in said), said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trainer.train"):
+        train_mod.train(cfg_for(tiny_model_dir, toy, tmp_path / "repeat", batch_size=4, warmup_steps=0, max_steps=8))
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "max_steps 8 is more than 1 epoch(s) of 4 steps: each pair is trained on about 2.0" \
+        in said[0], said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trainer.train"):  # a sensible schedule: nothing said
+        train_mod.train(cfg_for(tiny_model_dir, toy, tmp_path / "fine", batch_size=4, warmup_steps=1, max_steps=4))
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
