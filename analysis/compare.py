@@ -34,7 +34,8 @@ class Measure:
     smallest: float  # smallest effect of interest, in ``unit``: below it "no difference" is not worth telling
     scopes: Callable[[Inputs], list]  # where it is measured: held-out pairs, or (bench, judge)
     frame: Callable  # (inputs, scope, A, B) → one seed's per-item data, or None
-    stat: Callable[[pd.DataFrame], float] | None = None  # None: the effect is the mean of column "d"
+    # None: the effect is the mean of column "d"; else a statistic of the items' columns (numpy arrays)
+    stat: Callable[[dict[str, np.ndarray]], float] | None = None
 
 
 # ------------------------------------------------------------------------------- per-item data
@@ -96,20 +97,21 @@ def _were_judged(df: pd.DataFrame, a: str, b: str) -> bool:
 # ------------------------------------------------------------------------------------- statistics
 
 
-def _r_difference(f: pd.DataFrame) -> float:
+def _r_difference(f: dict[str, np.ndarray]) -> float:
     """Pearson r(m_A, rating difference) − r(m_B, rating difference) on the same pairs."""
-    f = f.dropna(subset=["a", "b", "y"])
-    if len(f) < 3 or min(np.ptp(f["a"]), np.ptp(f["b"]), np.ptp(f["y"])) == 0:
+    ok = np.isfinite(f["a"]) & np.isfinite(f["b"]) & np.isfinite(f["y"])
+    a, b, y = f["a"][ok], f["b"][ok], f["y"][ok]
+    if a.size < 3 or min(np.ptp(a), np.ptp(b), np.ptp(y)) == 0:
         return np.nan
-    return float(np.corrcoef(f["a"], f["y"])[0, 1] - np.corrcoef(f["b"], f["y"])[0, 1])
+    return float(np.corrcoef(a, y)[0, 1] - np.corrcoef(b, y)[0, 1])
 
 
-def _lc(f: pd.DataFrame) -> float:
+def _lc(f: dict[str, np.ndarray]) -> float:
     """Length-controlled win rate of A minus 50 (percentage points)."""
-    f = f.dropna(subset=["score", "len_a", "len_b"])
-    if not len(f):
+    ok = np.isfinite(f["score"]) & np.isfinite(f["len_a"]) & np.isfinite(f["len_b"])
+    if not ok.any():
         return np.nan
-    return 100.0 * (paired.length_controlled_win_rate(f["score"], f["len_a"], f["len_b"]) - 0.5)
+    return 100.0 * (paired.length_controlled_win_rate(f["score"][ok], f["len_a"][ok], f["len_b"][ok]) - 0.5)
 
 
 def _held_out(inputs: Inputs) -> list:
@@ -186,12 +188,13 @@ def measure(m: Measure, frames: list[pd.DataFrame], *, n_boot: int, seed: int) -
     by_question = isinstance(frames[0].index, pd.MultiIndex)
     qid = frames[0].index.get_level_values(0) if by_question else np.arange(len(frames[0]))
     rows_of = [np.flatnonzero(qid == q) for q in pd.unique(qid)]
-    est = _nanmean([m.stat(f) for f in frames])
+    cols = [{c: f[c].to_numpy(float) for c in f.select_dtypes("number").columns} for f in frames]
+    est = _nanmean([m.stat(c) for c in cols])
 
     def stat(si, ii):
         rows = np.concatenate([rows_of[i] for i in ii])
         with np.errstate(all="ignore"):
-            return _nanmean([m.stat(frames[s].iloc[rows]) for s in si])
+            return _nanmean([m.stat({k: v[rows] for k, v in cols[s].items()}) for s in si])
 
     boot = paired.crossed(stat, len(frames), len(rows_of), n_boot=n_boot, rng=np.random.default_rng(seed))
     return paired.summarize(est, boot, len(rows_of), len(frames))

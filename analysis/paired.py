@@ -63,10 +63,12 @@ def crossed_means(D: np.ndarray, *, n_boot: int, rng: np.random.Generator) -> np
 def crossed(stat: Callable[[np.ndarray, np.ndarray], float], n_seeds: int, n_items: int, *, n_boot: int,
             rng: np.random.Generator) -> np.ndarray:
     """``stat(seed_indices, item_indices)`` under ``n_boot`` two-way resamples (any statistic)."""
-    out = np.empty(n_boot)
-    for b in range(n_boot):
-        out[b] = stat(rng.integers(0, n_seeds, n_seeds), rng.integers(0, n_items, n_items))
-    return out
+    return np.array([stat(si, ii) for si, ii in crossed_indices(n_seeds, n_items, n_boot=n_boot, rng=rng)])
+
+
+def crossed_indices(n_seeds: int, n_items: int, *, n_boot: int, rng: np.random.Generator) -> list:
+    """The (seed indices, item indices) of ``n_boot`` two-way resamples, as :func:`crossed` draws them."""
+    return [(rng.integers(0, n_seeds, n_seeds), rng.integers(0, n_items, n_items)) for _ in range(n_boot)]
 
 
 def summarize(estimate: float, boot: np.ndarray, n_items: int, n_seeds: int, *,
@@ -165,6 +167,22 @@ def length_controlled_win_rate(outcome, len_a, len_b) -> float:
         return float(np.mean(outcome))
     a, _ = logistic_fit(x, outcome)
     return float(1 / (1 + np.exp(-a)))
+
+
+def partial_correlations(x: np.ndarray, y: np.ndarray, z: np.ndarray, method: str = "pearson") -> np.ndarray:
+    """:func:`partial_correlation` of each row of x, y, z (resamples × items, all finite) at once:
+    (r_xy − r_xz·r_yz) / √((1 − r_xz²)(1 − r_yz²)), the correlation of the residuals on [1, z]."""
+    from analysis.stats import _pearson
+
+    if method == "spearman":
+        x, y, z = (stats.rankdata(v, axis=-1) for v in (x, y, z))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rxy, rxz, ryz = _pearson(x, y), _pearson(x, z), _pearson(y, z)
+        r = (rxy - rxz * ryz) / np.sqrt((1 - rxz**2) * (1 - ryz**2))
+        z_flat = np.ptp(z, axis=-1) == 0  # z constant: nothing to remove, r is r_xy
+        r = np.where(z_flat, rxy, r)
+    bad = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0) | (x.shape[-1] < 4) | ~np.isfinite(r)
+    return np.where(bad, np.nan, r)
 
 
 def partial_correlation(x, y, z, method: str = "pearson") -> float:

@@ -135,3 +135,19 @@ def test_partial_correlation_equals_its_formula_and_the_ols_t_test():
     rs = P.partial_correlation(x, y, z, "spearman")
     rk = [stats.rankdata(v) for v in (x, y, z)]
     assert rs == pytest.approx(P.partial_correlation(*rk), rel=1e-12)
+
+
+def test_partial_correlations_of_many_resamples_equal_one_at_a_time():
+    """The bootstrap's vectorised form: each row equal to the residual-on-[1, z] form, ties and
+    degenerate rows (a constant x, a constant z) included."""
+    rng = np.random.default_rng(9)
+    z = rng.integers(-20, 20, 64).astype(float)
+    x, y = rng.normal(size=64) + 0.1 * z, rng.integers(-3, 3, 64) + 0.05 * z
+    idx = rng.integers(0, 64, (40, 64))
+    X, Y, Z = x[idx], y[idx], z[idx]
+    X[0], Z[1] = 1.0, 2.0
+    for method in ("pearson", "spearman"):
+        many = P.partial_correlations(X, Y, Z, method)
+        one = np.array([P.partial_correlation(a, b, c, method) for a, b, c in zip(X, Y, Z)])
+        assert np.isnan(many[0]) and np.isnan(one[0])
+        np.testing.assert_allclose(many[1:], one[1:], rtol=0, atol=1e-12)
