@@ -153,10 +153,19 @@ def table4_wide(t4: pd.DataFrame) -> pd.DataFrame:
 
 
 @style.styled
+def scatter_models(inputs: Inputs) -> list[str]:
+    """The models of the scatter plots: each objective's final model of the first seed (every checkpoint
+    and seed is in the table), else whatever has rated Δπ tables."""
+    rated = [m for m, df in inputs.delta.items() if rating_diff(df).notna().any()]
+    finals = {e.model_id for o in inputs.objectives() if (e := inputs.main(o)) is not None}
+    return [m for m in rated if m in finals] or rated
+
+
 def scatter_figure(inputs: Inputs, variables: tuple[str, ...] = ("margin", "delta")) -> Figure:
-    """Rating difference against m(x) (top) and Δπ (bottom) per model, with least-squares lines."""
-    models = [m for m, df in inputs.delta.items() if rating_diff(df).notna().any()]
-    fig, axes = style.new_figure((3.6 * len(models), 3.0 * len(variables)), len(variables), len(models))
+    """Rating difference against m(x) (top) and Δπ (bottom) per final model, with least-squares lines
+    (the slope in the panel's title: a legend would cover the points)."""
+    models = scatter_models(inputs)
+    fig, axes = style.new_figure((3.6 * len(models), 3.2 * len(variables)), len(variables), len(models))
     for j, model_id in enumerate(models):
         df = inputs.delta[model_id]
         e = inputs.entry(model_id)
@@ -167,19 +176,20 @@ def scatter_figure(inputs: Inputs, variables: tuple[str, ...] = ("margin", "delt
             x = df[var].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
             ax.scatter(x[ok], y[ok], s=10, alpha=0.6, color=style.color(obj))
+            fit = "no fit (constant)"
             if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
                 slope, icpt = linear_fit(x[ok], y[ok])
                 xs = np.array([x[ok].min(), x[ok].max()])
-                ax.plot(xs, slope * xs + icpt, color="black", lw=1.2, label=f"fit: slope {slope:.3g}")
-                ax.legend()
-            ax.set(xlabel=VARIABLES[var], ylabel="rating difference (chosen − rejected)",
-                   title=f"{model_id} ({style.label(obj)})")
+                ax.plot(xs, slope * xs + icpt, color="black", lw=1.2)
+                fit = f"least-squares slope {slope:.3g}"
+            ax.set(xlabel=VARIABLES[var], ylabel="rating difference (chosen − rejected)" if j == 0 else None,
+                   title=f"{style.label(obj)} ({model_id})\n{fit}")
     return fig
 
 
 def correlation_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> Section:
     """Table 4 and its scatter plots from delta/<model_id>.csv."""
-    sec = Section("Margin and Δπ against the judge's ratings (Table 4)")
+    sec = Section("Margin and Δπ against the pairs' quality ratings (Table 4)")
     if not inputs.delta:
         sec.notes.append(f"skipped: no Δπ tables; produced by {PRODUCERS['delta']}")
         return sec

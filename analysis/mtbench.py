@@ -72,8 +72,8 @@ def mtbench_section(inputs: Inputs, data_dir=None, *, n_boot: int = 2000, seed: 
         if len(cats):
             name = f"{bench}_categories_{safe_name(judge)}"
             sec.tables[name] = cats.reset_index()
-            sec.figures[name] = category_figure(cats, f"{style.BENCH_NAMES.get(bench, bench)} by category "
-                                                      f"(judge: {judge})")
+            sec.figures[name] = category_figure(cats, style.judged_title(
+                f"{style.BENCH_NAMES.get(bench, bench)} by category", judge))
         else:
             sec.notes.append(f"{bench} categories skipped: no final model of an objective was graded")
     sec.text = ("Mean judge score 1–10 (FastChat single grading; score −1 = no verdict, left out), overall with "

@@ -38,6 +38,11 @@ RC = {
 }
 
 
+def judged_title(title: str, judge: str) -> str:
+    """A title and, on its own line, the judge (a local judge's id is long enough to cut a one-line title)."""
+    return f"{title}\njudge: {judge}"
+
+
 color = objectives.color  # the objective's colour (unknown objectives get black)
 label = objectives.label  # the objective's display name, e.g. 'Sr-DPO'
 

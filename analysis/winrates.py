@@ -15,7 +15,7 @@ from contracts.run_dir import ModelEntry
 
 # n_identical: judged turns where both answers are the same text (a tie whatever the judge); in percent
 # from "win" on; p_a: a local judge's mean P(A better) over both orders (NaN for FastChat's records)
-COLUMNS = ["bench", "judge", "model_a", "model_b", "n", "n_identical", "win", "tie", "loss", "win_rate",
+COLUMNS = ["bench", "judge", "model_a", "model_b", "n", "n_identical", "win", "tie", "loss",
            "adjusted_win_rate", "adjusted_ci_low", "adjusted_ci_high", "p_a", "p_a_ci_low", "p_a_ci_high"]
 PERCENT = COLUMNS[COLUMNS.index("win"):]
 
@@ -57,7 +57,7 @@ def _pooled_row(rows: list[dict], frames: list[pd.DataFrame], *, n_boot: int, se
 
     n = sum(r["n"] for r in rows)
     row = {**rows[0], "seed": "all", "n": n, "n_identical": sum(r["n_identical"] for r in rows)}
-    for k in ("win", "tie", "loss", "win_rate"):
+    for k in ("win", "tie", "loss"):
         row[k] = sum(r[k] * r["n"] for r in rows) / n
     wr = compare.mean_over(frames, "d", n_boot=n_boot, seed=seed)
     row.update(adjusted_win_rate=50 + wr.effect, adjusted_ci_low=50 + wr.ci_low, adjusted_ci_high=50 + wr.ci_high)
@@ -157,8 +157,8 @@ def _bench_judges(table: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(set(zip(table["bench"], table["judge"])))
 
 
-def _bench_title(bench: str, judge: str) -> str:
-    return f"{style.BENCH_NAMES.get(bench, bench)} (judge: {judge})"
+def _bench_title(bench: str, judge: str, which: str = "") -> str:
+    return style.judged_title(style.BENCH_NAMES.get(bench, bench) + which, judge)
 
 
 @style.styled
@@ -211,7 +211,7 @@ def lambda_figure(lt: pd.DataFrame) -> Figure:
                             capsize=3, label=f"{style.label(obj)} vs {style.label(base)}")
         # At λ = 0 the Sr objective is X itself, so its win rate against X is 50% by definition.
         ax.axhline(50, color="grey", ls="--", lw=1, label="λ = 0 (Sr-X ≡ X): 50%")
-        ax.set(xlabel="λ", ylabel="adjusted win rate vs X (%)", title=_bench_title(bench, judge) + which, ylim=(0, 100))
+        ax.set(xlabel="λ", ylabel="adjusted win rate vs X (%)", title=_bench_title(bench, judge, which), ylim=(0, 100))
         ax.legend()
     return fig
 
@@ -234,7 +234,7 @@ def training_winrate_figure(wt: pd.DataFrame, vs: str) -> Figure:
                 ax.fill_between(o["pairs_seen"], o["adjusted_ci_low"], o["adjusted_ci_high"],
                                 color=style.color(obj), alpha=0.15, lw=0)
         ax.axhline(50, color="grey", ls="--", lw=1)
-        ax.set(xlabel="training pairs seen", ylabel="adjusted win rate (%)", title=_bench_title(bench, judge) + which,
+        ax.set(xlabel="training pairs seen", ylabel="adjusted win rate (%)", title=_bench_title(bench, judge, which),
                ylim=(0, 100))
         ax.legend()
     return fig
@@ -249,7 +249,10 @@ def winrate_section(inputs: Inputs, *, n_boot: int = 2000, seed: int = 0) -> Sec
     sec.text = ("Percent of judged turns (FastChat: a verdict that flips when the answers are swapped counts "
                 "as a tie; a local judge: its most probable verdict once both answer orders are pooled, "
                 "docs/method.md). Adjusted win rate = win + tie/2, 95% bootstrap CI over questions. `p_a`: a "
-                "local judge's mean probability (%) that A is the better answer, with its CI. `n_identical`: "
+                "local judge's mean probability (%) that A is the better answer, with its CI; it can disagree with "
+                "the verdicts, which count each turn's most probable verdict where `p_a` averages the probabilities "
+                "(a few clear wins beside many even turns leaning slightly to B: more wins than losses, `p_a` "
+                "under 50%). `n_identical`: "
                 "judged turns where both models gave the same text, a tie whatever the judge. "
                 "`paper_*`: the paper's Table 2 (GPT-4 judge).")
     t2 = table2(inputs, n_boot=n_boot, seed=seed)

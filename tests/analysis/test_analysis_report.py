@@ -105,6 +105,9 @@ def _delta_table(model_id: str, slope: float, seed: int) -> pd.DataFrame:
                          "chosen_rating": rating[:, 0], "rejected_rating": rating[:, 1], "rating_diff": diff})
 
 
+LONG_JUDGE = "local-smollm2-135m-instruct-b179c9523d0e"
+
+
 def make_run_dir(root: Path) -> RunDir:
     run = RunDir(root)
     entries = [ModelEntry("sft", "/ckpt/sft", "sft", pairs_seen=0)]
@@ -129,7 +132,8 @@ def make_run_dir(root: Path) -> RunDir:
         for m in SCORES:  # every checkpoint against SFT, SFT as model_1: SFT wins 4, ties 6, loses 10
             if m != "sft":
                 recs += _pair_records("sft", m, _outcomes(4, 6, 0, 10))
-        _write_jsonl(run.judgments(bench, "gpt-4", "pair"), recs)
+        # Vicuna-Bench's judge has a long id (a local judge's): no figure title may be cut by it
+        _write_jsonl(run.judgments(bench, "gpt-4" if bench == "mt_bench" else LONG_JUDGE, "pair"), recs)
     single = []
     for j, m in enumerate(("sft", *OBJ)):
         for q in QIDS:
@@ -271,6 +275,7 @@ def test_one_colour_per_objective_across_figures(built):
 def test_table2_counts_match_the_judgments(built):
     run, rep = built
     t2 = pd.read_csv(run.tables / "table2_winrates.csv")
+    assert "win_rate" not in t2  # it was `win` again
     assert len(t2) == 2 * 4  # two benches × four comparisons
     for r in t2.itertuples():
         w, t, f, l = PAIRS[(r.model_a, r.model_b)]
@@ -541,3 +546,14 @@ def test_a_word_in_a_number_column_names_file_line_and_column(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert re.search(r"delta/dpo\.csv:5: column 'chosen_rating': expected a number, got 'five'", err), err
+
+
+def test_table4_scatter_shows_final_models_with_the_slope_in_the_title(built):
+    """One column per final model (checkpoints are in the table), no legend over the points: the fitted
+    slope is in each panel's title; the section names the pairs' ratings, not a judge."""
+    run, rep = built
+    fig = _figure(rep, "table4_scatter")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 * 2 and all(ax.get_legend() is None for ax in fig.axes)  # dpo, sr-dpo × m(x), Δπ
+    assert all(re.fullmatch(r"(DPO \(dpo\)|Sr-DPO \(sr-dpo\))\nleast-squares slope -?[\d.e-]+", t) for t in titles), titles
+    assert "## Margin and Δπ against the pairs' quality ratings (Table 4)" in run.report.read_text()
