@@ -56,7 +56,7 @@ class GenerationConfig:
                                                                   "(default: the checkpoint's chat template)")
     backend: str = option("hf", choices=("hf", "vllm"))
     device: str | None = option(None, choices=("cpu", "cuda"), help="default: cuda if available")
-    trust_remote_code: bool = option(False, action="store_true")
+    trust_remote_code: bool = option(False, action="store_true", help="run the model repository's own code")
 
     def check(self) -> None:
         if self.conv_template is not None:

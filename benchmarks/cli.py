@@ -97,7 +97,7 @@ def register(subparsers) -> None:
     a = subparsers.add_parser("answers", help="generate MT-Bench / Vicuna-Bench answers for a checkpoint")
     a.add_argument("checkpoint", help="Hugging Face checkpoint directory, or 'default' for the default model "
                                       "(SmolLM2-135M-Instruct)")
-    a.add_argument("--bench", required=True, choices=["mt_bench", "vicuna_bench"])
+    a.add_argument("--bench", required=True, choices=["mt_bench", "vicuna_bench"], help="the questions to answer")
     a.add_argument("--output", required=True, help="run directory (answers go to <bench>/model_answer/)")
     a.add_argument("--model-id", default=None, help="default: the id contracts.ids gives the checkpoint")
     a.add_argument("--data-dir", default=None, help="FastChat llm_judge data dir (default: $SRDPO_EVAL_DATA, "
@@ -131,9 +131,10 @@ def register_delta(subparsers) -> None:
         description="Pairs (question turn 1, answer of A, answer of B) with the single-grading scores of both "
                     "answers as chosen_rating / rejected_rating (A is written as 'chosen', B as 'rejected').")
     p.add_argument("run_dir")
-    p.add_argument("--bench", default="mt_bench", choices=("mt_bench", "vicuna_bench"))
-    p.add_argument("--model-a", required=True)
-    p.add_argument("--model-b", required=True)
+    p.add_argument("--bench", default="mt_bench", choices=("mt_bench", "vicuna_bench"),
+                   help="whose answers and single gradings (default: mt_bench)")
+    p.add_argument("--model-a", required=True, help="model id whose answers are written as 'chosen'")
+    p.add_argument("--model-b", required=True, help="model id whose answers are written as 'rejected'")
     p.add_argument("--judge", required=True, help="judge name of <judge>_single.jsonl (e.g. gpt-4)")
     p.add_argument("--data-dir", help="FastChat llm_judge data folder (questions)")
     p.add_argument("--output", required=True, help="JSONL to write")

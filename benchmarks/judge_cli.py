@@ -25,7 +25,9 @@ def register(subparsers) -> None:
     add_flags(p, JudgeConfig)
     p.add_argument("--bench", choices=(*BENCHES, "all"), default="all",
                    help="'all': every benchmark with answer files in RUN_DIR")
-    p.add_argument("--mode", choices=("single", "pairwise"), default="single")
+    p.add_argument("--mode", choices=("single", "pairwise"), default="single",
+                   help="single: grade each answer 1-10 (MT-Bench); pairwise: which of two models' answers is "
+                        "better, asked in both orders (default: single)")
     p.add_argument("--models", nargs="+", default=None,
                    help="single: models to grade (default: all answer files); pairwise: A B judges A vs B "
                         "(more than two: every pair)")
@@ -37,7 +39,7 @@ def register(subparsers) -> None:
                    help="count calls, cache hits, tokens and cost; call nothing (no API key needed)")
     p.add_argument("--price-in", type=float, default=None, help="USD per 1M prompt tokens (dry-run estimate)")
     p.add_argument("--price-out", type=float, default=None, help="USD per 1M completion tokens (dry-run estimate)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
     p.set_defaults(func=run_judge)
 
 

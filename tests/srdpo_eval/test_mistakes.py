@@ -329,3 +329,22 @@ def test_judge_dry_run_needs_no_key(env, capsys, monkeypatch):
     assert main(judge(env, "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "records needed 8, already in file 0" in out and "to request 8" in out
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    """`--help` describes each flag (a bare `--mode {single,pairwise}` leaves the user guessing), and no
+    switch that turns something off reads backwards ("--no-progress ... (default: True)")."""
+    import argparse
+    import re
+
+    from srdpo_eval.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare, backwards = [], []
+    for name, parser in sub.choices.items():
+        bare += [f"{name} {a.option_strings[0]}" for a in parser._actions
+                 if a.option_strings and "-h" not in a.option_strings and not a.help]
+        for entry in re.split(r"\n  (?=-)", parser.format_help()):
+            if entry.startswith("--no-") and "(default: True)" in entry:
+                backwards.append(f"{name} {entry.split()[0]}")
+    assert not bare and not backwards, (bare, backwards)
