@@ -122,6 +122,8 @@ def result_settings(cfg: TrainConfig) -> dict:
     skip = {*EXECUTION_ONLY, *(k for k in LOSS_SETTINGS if k not in obj.settings)}
     if not obj.ratings:
         skip.add("rating_fields")
+    if cfg.save_dtype == "auto":  # follows the precision settings, which the key holds
+        skip.add("save_dtype")
     return {k: v for k, v in asdict(cfg).items() if k not in skip}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,11 +316,12 @@ def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny
         drawn = [a for a in figures[name].axes if a.lines or a.patches or a.collections]
         assert drawn, f"{name} has no data drawn"
 
-    # a judge-only rerun on the run directory: the same judge id, nothing asked, no new file
+    # a judge-only rerun on the run directory, as the README writes it (no question selection: the one the
+    # answers were made with): the same judge id, nothing asked, no new file
     judgments = run / "mt_bench" / "model_judgment"
     before = {p.name: p.read_bytes() for p in judgments.iterdir()}
     common = ["judge", str(run), "--judge-backend", "local", "--judge-model", str(tiny_model_dir),
-              "--data-dir", str(fastchat_data_dir), "--limit", "3", "--no-progress"]
+              "--data-dir", str(fastchat_data_dir), "--no-progress"]
     capsys.readouterr()
     assert main([*common, "--mode", "single"]) == 0
     assert main([*common, "--mode", "pairwise", "--models", "sr-dpo", "dpo"]) == 0
@@ -335,6 +337,17 @@ def test_tiny_pipeline_fills_every_table_and_figure_from_the_stages_outputs(tiny
     assert main(["figures", str(run), "--n-boot", "50"]) == 0
     assert {p.name: p.read_bytes() for p in (run / "tables").glob("*.csv")} == first
     assert sorted((run / "tables" / "judge").glob("*.csv")) == judge_tables
+
+    # the plan of judging still to do with a local judge: the prompt tokens it will score, no price
+    (judgments / f"{judge}_pair.jsonl").unlink()
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["units"] = {n: u for n, u in manifest["units"].items() if not n.startswith("judge/mt_bench/pair")}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["reproduce", "--config", str(config), "--output", str(run), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert re.search(r"judge/mt_bench/pair/sr-dpo__dpo: \d+ calls, ~[\d,]+ prompt tokens to score\n", plan), plan
+    assert "$" not in plan
 
 
 def test_two_seeds_give_the_paired_comparison_report(tiny_setup, monkeypatch):
