@@ -239,7 +239,10 @@ def _policy(cfg: TrainConfig, path, prec: Precision):
     model = AutoModelForCausalLM.from_pretrained(str(local_checkpoint(path)), dtype=prec.weights,
                                                  trust_remote_code=cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # its name since transformers 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     policy = CompletionLogps(model, cfg.chunk_size)
     if cfg.compile:

@@ -212,7 +212,7 @@ class OpenAIBackend:
             if self.stream:
                 text, delay = await self._streamed(body, t0)
             else:
-                text = reply_text(await self._client().post("/chat/completions", cast_to=dict, body=body), self.model)
+                text = reply_text(await self._client().post("/chat/completions", cast_to=object, body=body), self.model)
                 delay = time.monotonic() - t0
             self._refusals = 0
             return text
@@ -234,8 +234,9 @@ class OpenAIBackend:
     async def _streamed(self, body: dict, t0: float) -> tuple[str, float]:
         """A streamed reply's text and the delay to its first piece; the stream (and connection) is closed
         however it ends, so a timed-out request is never left running on our side."""
-        stream = await self._client().post("/chat/completions", cast_to=dict, body={**body, "stream": True},
-                                           stream=True, stream_cls=openai.AsyncStream[dict])
+        # chunks as plain JSON (object: openai < 1.7x cannot construct a bare dict type)
+        stream = await self._client().post("/chat/completions", cast_to=object, body={**body, "stream": True},
+                                           stream=True, stream_cls=openai.AsyncStream[object])
         parts, delay, pieces = [], None, stream.__aiter__()
         try:
             while True:

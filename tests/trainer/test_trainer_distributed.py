@@ -79,9 +79,11 @@ def setup(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fsdp_run(setup):
     """2-process FSDP through the documented command, `torchrun ... -m srdpo_eval train ... --fsdp`, on an
-    empty reference cache (so the reference pass is shared out too)."""
+    empty reference cache (so the reference pass is shared out too); its checkpoints keep their sharded
+    trainer state (--keep-trainer-state), which the tests read."""
     d, model, data = setup
-    proc = torchrun("-m", "srdpo_eval", *flags(model, data, d / "fsdp", d / "cache"), "--fsdp")
+    proc = torchrun("-m", "srdpo_eval", *flags(model, data, d / "fsdp", d / "cache"), "--fsdp",
+                    "--keep-trainer-state", "true")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return d / "fsdp", proc
 
