@@ -46,8 +46,8 @@ def train_stopped_after(cfg, checkpoint: str):
 
     real = tm.save_checkpoint
 
-    def save_then_stop(policy, opt, sched, tok, path, info, state):
-        real(policy, opt, sched, tok, path, info, state)
+    def save_then_stop(policy, opt, sched, tok, path, info, state, **kw):
+        real(policy, opt, sched, tok, path, info, state, **kw)
         if path.name == checkpoint:
             raise _Stop(checkpoint)
 
