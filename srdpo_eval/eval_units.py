@@ -28,11 +28,12 @@ def answers_unit(ctx: Context, bench: str, m: ModelEntry, deps: list[str]) -> Un
         return {"answers": str(path), "questions": len(qs)}
 
     b = ctx.cfg.bench
-    what = f"first {b.per_category} of each category" if b.per_category else "all"
+    what = ("the first question of each category" if b.per_category == 1 else
+            f"the first {b.per_category} questions of each category" if b.per_category else "all questions")
     return Unit(f"answers/{bench}/{m.model_id}", "answers",
                 {"bench": bench, **C.selection(ctx), "generation": result_key(gcfg), **C.model_identity(ctx, m)},
                 run, deps=deps, clear=lambda: remove_path(ctx.rd.answers(bench, m.model_id)),
-                describe=f"{what} questions" + (f", at most {b.limit}" if b.limit else ""), worker=True)
+                describe=what + (f", at most {b.limit}" if b.limit else ""), worker=True)
 
 
 def judge_units(ctx: Context, bench: str, models: list[ModelEntry], pairs: list[tuple[str, str]]) -> list[Unit]:
