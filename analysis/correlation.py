@@ -54,9 +54,11 @@ def partial_rows(x, y, z, *, n_boot: int, seed: int) -> pd.DataFrame:
     rows = []
     for method in PARTIAL:
         r = paired.partial_correlation(x, y, z, method)
-        idx = np.array([i for _, i in paired.crossed_indices(1, len(x), n_boot=n_boot,
-                                                             rng=np.random.default_rng(seed))]).reshape(n_boot, len(x))
-        boot = paired.partial_correlations(x[idx], y[idx], z[idx], method) if np.isfinite(r) else np.array([])
+        boot = np.array([])
+        if np.isfinite(r):  # every resample at once, drawn as paired.crossed draws them
+            idx = np.array([i for _, i in paired.crossed_indices(1, len(x), n_boot=n_boot,
+                                                                 rng=np.random.default_rng(seed))])
+            boot = paired.partial_correlations(x[idx], y[idx], z[idx], method)
         b = boot[np.isfinite(boot)]
         lo, hi = np.quantile(b, [0.025, 0.975]) if b.size > 1 else (np.nan, np.nan)
         rows.append({"method": f"{method} | length", "n": int(ok.sum()), "estimate": r,

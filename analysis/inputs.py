@@ -272,15 +272,14 @@ def inputs_digest(root: str | Path) -> str:
     this changes."""
     import hashlib
 
+    from contracts.hashing import stat_digest
+
     run = RunDir(Path(root))
-    files = [run.models, run.scores, run.leaderboard_unavailable, *run.root.glob("train/*/*.json*"), *run.root.glob("train/*/*/srdpo_info.json"),
-             *run.delta.glob("*.csv")]
+    files = [run.models, run.scores, run.leaderboard_unavailable, *run.root.glob("train/*/*.json*"),
+             *run.root.glob("train/*/*/srdpo_info.json"), *run.delta.glob("*.csv")]
     for bench in BENCHES:
         files += [*run.bench(bench).glob("model_answer/*.jsonl"), *run.bench(bench).glob("model_judgment/*.jsonl")]
-    h = hashlib.sha256()
-    for f in sorted(set(files)):
-        st = f.stat() if f.is_file() else None
-        h.update(f"{f.relative_to(run.root)}:{st and (st.st_size, st.st_mtime_ns)}\n".encode())
+    h = hashlib.sha256(stat_digest(files, run.root).encode())
     for f in sorted(Path(__file__).parent.glob("*.py")):
         h.update(f.read_bytes())
     made = json.loads(run.analysis_made.read_text()) if run.analysis_made.is_file() else []

@@ -259,11 +259,12 @@ def availability(cfg: LeaderboardConfig, offline: bool | None = None) -> str | N
     entries and modification times). None online, where anything may have changed."""
     if not (decide_offline(cfg) if offline is None else offline):
         return None
+    from contracts.hashing import stat_digest
+
     home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
     caches = [Path(cfg.hf_datasets_cache or os.environ.get("HF_DATASETS_CACHE") or home / "datasets"),
               Path(os.environ.get("HF_HUB_CACHE") or home / "hub"), *map(Path, cfg.include_path)]
-    seen = [(str(c), sorted((e.name, e.stat().st_mtime_ns) for e in c.iterdir()) if c.is_dir() else None)
-            for c in caches]
+    seen = stat_digest([*caches, *(e for c in caches if c.is_dir() for e in c.iterdir())])
     return hashlib.sha256(json.dumps([cfg.tasks, cfg.include_defaults, seen]).encode()).hexdigest()
 
 
@@ -519,7 +520,7 @@ def _run_plan(plan: list[tuple], cfg: LeaderboardConfig, scores: dict[str, dict[
     from contracts.progress import bar as progress_bar
 
     offline = decide_offline(cfg)
-    until = availability(cfg, offline) if offline else None
+    until = availability(cfg, offline)  # None online
     if until in _UNAVAILABLE:  # found in this process already: nothing has changed since
         raise DatasetsUnavailable(_UNAVAILABLE[until], until, first=False)
     with hub_mode(offline, cfg.hf_datasets_cache):

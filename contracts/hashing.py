@@ -26,6 +26,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def stat_digest(paths, root: Path | None = None) -> str:
+    """SHA-256 over paths' names (relative to ``root``), sizes and modification times, an absent one as
+    absent; the bytes are not read. Cheap, to tell whether anything was written there since."""
+    h = hashlib.sha256()
+    for p in sorted(set(map(Path, paths))):
+        st = p.stat() if p.exists() else None
+        h.update(f"{p.relative_to(root) if root else p}:{st and (st.st_size, st.st_mtime_ns)}\n".encode())
+    return h.hexdigest()
+
+
 def fingerprint(source: str | Path | None, cache_file: Path | None = None) -> str | None:
     """What a result computed from ``source`` depends on: a checkpoint directory by its content
     (:func:`checkpoint_hash`), a file by its sha256, anything else (a hub name, a path not made yet) by

@@ -93,9 +93,9 @@ def leaderboard_units(ctx: Context, models: list[ModelEntry], deps_of) -> list[U
         return {"scores_csv": str(write_scores_csv(ctx.rd.root))}
 
     def inputs() -> str:
-        from contracts.hashing import sha256_file
+        from contracts.hashing import stat_digest
 
-        return str(sorted((str(f), sha256_file(f)) for f in ctx.rd.leaderboard.glob("*/*.json")))
+        return stat_digest(ctx.rd.leaderboard.glob("*/*.json"), ctx.rd.root)
 
     return units + [Unit("leaderboard", "leaderboard", {"models": [m.model_id for m in models]}, scores,
                          deps=[u.name for u in units], inputs=inputs, describe="leaderboard/scores.csv")]

@@ -58,12 +58,12 @@ def judge_estimate(ctx: Context, units: list[Unit], manifest: Manifest) -> str:
                                      else dict(models=models))
             calls += summary.calls_needed
             cached += summary.calls_cached
-            if summary.estimate is not None:
-                e = summary.estimate
-                notes.append(f"{u.name}: {e.calls} calls, ~{e.prompt_tokens:,} prompt + {e.completion_tokens:,} "
-                             f"completion tokens" + (f", about ${e.cost_usd:,.2f}" if e.cost_usd is not None else "")
-                             if judge.served else  # a local judge reads each prompt once and generates nothing
-                             f"{u.name}: {e.calls} calls, ~{e.prompt_tokens:,} prompt tokens to score")
+            est = summary.estimate
+            if est is not None and not judge.served:  # a local judge reads each prompt once and generates nothing
+                notes.append(f"{u.name}: {est.calls} calls, ~{est.prompt_tokens:,} prompt tokens to score")
+            elif est is not None:
+                notes.append(f"{u.name}: {est.calls} calls, ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} "
+                             f"completion tokens" + (f", about ${est.cost_usd:,.2f}" if est.cost_usd is not None else ""))
             continue
         try:
             n_q = len(C.questions(ctx, bench))

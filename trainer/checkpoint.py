@@ -68,15 +68,16 @@ def save_checkpoint(policy, optimizer, scheduler, tokenizer, path: Path, info: d
     from contracts.files import find_out_of_space, out_of_space
 
     tmp = path.with_name(path.name + ".tmp")
+    cast = dtype if state is None else None  # a resume needs the fp32 master weights: cast only without state
     try:
         sd = full_model_state(policy)
-        if dtype is not None and state is None:  # a resume needs the fp32 master weights: only without state
-            sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+        if cast is not None:
+            sd = {k: v.to(cast) if v.is_floating_point() else v for k, v in sd.items()}
         if D.rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             policy.model.save_pretrained(tmp, state_dict=sd, safe_serialization=True)
-            if dtype is not None and state is None:
-                _config_dtype(tmp, dtype)
+            if cast is not None:
+                _config_dtype(tmp, cast)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / CHECKPOINT_INFO, info)
         D.barrier()  # tmp/ exists before the others write their shards into it
@@ -107,6 +108,7 @@ def slim_checkpoints(out: Path, dtype: torch.dtype | None) -> int:
     for ck in sorted(p for p in out.glob("checkpoint-*") if p.is_dir()):
         size = _bytes(ck)
         shutil.rmtree(ck / STATE_DIR, ignore_errors=True)
+        cast = False
         for f in sorted(ck.glob("*.safetensors")) if dtype is not None else []:
             with safe_open(f, "pt") as sf:
                 meta, tensors = sf.metadata(), {k: sf.get_tensor(k) for k in sf.keys()}
@@ -114,6 +116,8 @@ def slim_checkpoints(out: Path, dtype: torch.dtype | None) -> int:
                 continue
             with written(f) as tmp:
                 save_file({k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}, tmp, meta)
+            cast = True
+        if cast:
             _config_dtype(ck, dtype)
         freed += size - _bytes(ck)
     return freed

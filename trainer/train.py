@@ -63,8 +63,9 @@ def objective_terms(cfg: TrainConfig, terms: PairTerms) -> PreferenceLoss:
     return objective_loss(cfg.objective, terms, Settings.of(cfg))
 
 
-def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
-    """Linear warm-up then constant (DPO reference: min(1, (s+1)/(warmup+1))), or warm-up then cosine."""
+def lr_factor(cfg: TrainConfig, total_steps: int):
+    """Step -> fraction of the peak learning rate: linear warm-up then constant (DPO reference:
+    min(1, (s+1)/(warmup+1))), or warm-up then cosine."""
     w = cfg.warmup_steps
 
     def factor(s: int) -> float:
@@ -74,7 +75,11 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
         progress = min(1.0, (s - w) / max(1, total_steps - w))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
 
 
 def schedule_warnings(cfg: TrainConfig, n_pairs: int, steps_per_epoch: int, total_steps: int) -> list[str]:
@@ -87,8 +92,7 @@ def schedule_warnings(cfg: TrainConfig, n_pairs: int, steps_per_epoch: int, tota
         out.append(f"max_steps {total_steps} is more than {cfg.epochs} epoch(s) of {steps_per_epoch} steps: each "
                    f"pair is trained on about {total_steps / steps_per_epoch:.1f} times; give fewer steps, or more "
                    f"data, unless repeating the pairs is meant (then set --epochs to say so)")
-    peak = max(make_scheduler(torch.optim.SGD([torch.zeros(1)], lr=1.0), cfg, total_steps).lr_lambdas[0](s)
-               for s in range(total_steps))
+    peak = max(map(lr_factor(cfg, total_steps), range(total_steps)))
     if cfg.warmup_steps >= total_steps:
         out.append(f"warmup_steps {cfg.warmup_steps} is not shorter than the run's {total_steps} steps: the "
                    f"learning rate rises to {peak:.1%} of {cfg.learning_rate:g} at most ({peak * cfg.learning_rate:.2g}); "
